@@ -1,0 +1,828 @@
+"""Redis store: profiles, sequence numbers and the event log shared by many server processes.
+
+The production `Store` (see `store/__init__.py` for the contract). One Lua script per batch does
+the compare-and-set on the visitor and session versions and, when they still match, writes both
+profile parts, the session's `ack` and `pseq`, refreshes the inactivity TTLs and records the
+batch's events, atomically and in one round trip. The layout, the scripts and the fault
+behaviour are documented in `docs/SCALING.md`; the summary:
+
+    ma:{vid}:v          hash  p (visitor profile JSON), ver
+    ma:{vid}:s:<sid>    hash  p (session profile JSON), ver, ack, pseq
+    ma:{vid}:ss         set   the visitor's session ids (export, erasure)
+    ma:{vid}:ev         list  stream ids of the visitor's events (erasure by id)
+    ma:{vid}:pend       list  accepted events not yet in the stream (cluster mode only)
+    ma:{vid}:o:<sid>    list  patch outbox for resume (`redis_bus`)
+    ma:{vid}:pr         hash  presence: process id -> expiry ms (`redis_bus`)
+    ma:events           stream  the event log (`redis_log`)
+
+Every per-visitor key carries the hash tag `{vid}` so a script's keys share one Redis Cluster
+slot. The event stream is not per visitor, so on a cluster it usually lives in another slot:
+there the commit script appends the events to `ma:{vid}:pend` (atomically with the ack: an
+acked event is in Redis) and a forwarder moves them to the stream right after (commit first,
+with an outbox). On a single Redis the script writes the stream directly.
+
+When Redis is unreachable the store degrades instead of failing: loads are served from an
+in-process cache of recently used sessions, commits go to a bounded write buffer (they are
+acked: the events are held in memory) and are flushed when Redis answers again. `ready()` is
+False meanwhile. At the bound, `commit` raises `StoreUnavailable`: the batch is not acked, so
+the tracker keeps it in its resend buffer and nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import ujson
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .. import metrics
+from . import SessionSnapshot, Store
+
+log = logging.getLogger("microadjust.store.redis")
+
+# PROTOCOL §2.2: ids are [A-Za-z0-9_-]{8,64}. Checked again here because they become key names:
+# a `{` or `}` would break the hash tag and a `:` the layout.
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# Errors that mean "Redis is not reachable right now", as opposed to a bug (a script error).
+REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    RedisClusterException,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+class StoreUnavailable(Exception):
+    """Redis is unreachable and the write buffer is full: the batch was not stored.
+
+    The gateway must not ack the batch (PROTOCOL §4); the tracker resends it later.
+    """
+
+
+def check_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ValueError(f"{what} must match [A-Za-z0-9_-]{{1,64}}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------- key layout
+
+def visitor_prefix(vid: str) -> str:
+    return f"ma:{{{vid}}}:"
+
+
+def visitor_key(vid: str) -> str:
+    return f"ma:{{{vid}}}:v"
+
+
+def session_key(vid: str, sid: str) -> str:
+    return f"ma:{{{vid}}}:s:{sid}"
+
+
+def sessions_key(vid: str) -> str:
+    return f"ma:{{{vid}}}:ss"
+
+
+def event_index_key(vid: str) -> str:
+    return f"ma:{{{vid}}}:ev"
+
+
+def pending_key(vid: str) -> str:
+    return f"ma:{{{vid}}}:pend"
+
+
+def outbox_key(vid: str, sid: str) -> str:
+    return f"ma:{{{vid}}}:o:{sid}"
+
+
+def presence_key(vid: str) -> str:
+    return f"ma:{{{vid}}}:pr"
+
+
+EVENT_STREAM = "ma:events"
+
+
+# ---------------------------------------------------------------------------- connections
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def connect(url: str, *, timeout: float = 1.0, cluster: bool | None = None):
+    """A redis-py asyncio client for `url`.
+
+    `redis://host:port/db` (or `rediss://`, TLS) is one Redis; `redis+cluster://host:port` (or
+    `rediss+cluster://`) a Redis Cluster, discovered from that node (more seed nodes may be
+    listed comma-separated: `redis+cluster://h1:7000,h2:7000`). `cluster=True` forces cluster
+    mode for a plain URL (the `--redis-cluster` flag).
+
+    Operations time out after `timeout` seconds and are retried once at most: a Redis that does
+    not answer must send the store into its degraded mode quickly, not stall every batch.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme not in ("redis", "rediss", *CLUSTER_SCHEMES):
+        raise ValueError(
+            f"unsupported Redis URL scheme {scheme!r} in {url!r}: use redis://, rediss://, "
+            "redis+cluster:// or rediss+cluster://"
+        )
+    want_cluster = scheme in CLUSTER_SCHEMES or bool(cluster)
+    common = dict(
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=0,
+    )
+    if not want_cluster:
+        return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **common)
+    base_scheme = CLUSTER_SCHEMES.get(scheme, scheme)
+    hosts = parts.netloc.rsplit("@", 1)
+    auth = hosts[0] + "@" if len(hosts) == 2 else ""
+    seeds = hosts[-1].split(",")
+    first = urlunsplit((base_scheme, auth + seeds[0], parts.path, parts.query, ""))
+    extra = []
+    for seed in seeds[1:]:
+        host, _, port = seed.rpartition(":")
+        extra.append(ClusterNode(host, int(port)))
+    client = RedisCluster.from_url(first, retry=Retry(NoBackoff(), 1), **common)
+    if extra:
+        client.nodes_manager.startup_nodes.update({n.name: n for n in extra})
+    return client
+
+
+# ---------------------------------------------------------------------------- scripts
+
+# KEYS: visitor, session. Returns the stored parts, versions and sequence numbers.
+LOAD_LUA = """
+local v = redis.call('HMGET', KEYS[1], 'p', 'ver')
+local s = redis.call('HMGET', KEYS[2], 'p', 'ver', 'ack', 'pseq')
+return {v[1], v[2], s[1], s[2], s[3], s[4]}
+"""
+
+# KEYS: 1 visitor, 2 session, 3 sessions set, 4 event index, 5 pending, [6 stream: inline only]
+# ARGV: 1 visitor ver, 2 session ver, 3 visitor JSON, 4 session JSON, 5 ack, 6 pseq, 7 ttl ms,
+#       8 sid, 9 inline ('1': XADD here; '0': append to pending), 10 stream maxlen,
+#       11.. event records (JSON)
+# Returns {1, new visitor ver, new session ver, pending length} or {0, visitor ver, session ver}.
+COMMIT_LUA = """
+local vver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
+local sver = tonumber(redis.call('HGET', KEYS[2], 'ver') or '0')
+if vver ~= tonumber(ARGV[1]) or sver ~= tonumber(ARGV[2]) then
+  return {0, vver, sver}
+end
+local ttl = ARGV[7]
+redis.call('HSET', KEYS[1], 'p', ARGV[3], 'ver', vver + 1)
+redis.call('HSET', KEYS[2], 'p', ARGV[4], 'ver', sver + 1, 'ack', ARGV[5], 'pseq', ARGV[6])
+redis.call('SADD', KEYS[3], ARGV[8])
+local pending = 0
+if #ARGV > 10 then
+  if ARGV[9] == '1' then
+    for i = 11, #ARGV do
+      local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'e', ARGV[i])
+      redis.call('RPUSH', KEYS[4], id)
+    end
+  else
+    pending = redis.call('RPUSH', KEYS[5], unpack(ARGV, 11))
+    redis.call('PEXPIRE', KEYS[5], ttl)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('PEXPIRE', KEYS[4], ttl)
+if pending == 0 and ARGV[9] == '0' then pending = redis.call('LLEN', KEYS[5]) end
+return {1, vver + 1, sver + 1, pending}
+"""
+
+# After a degraded period: write the visitor part unless another process changed it meanwhile.
+# KEYS: visitor. ARGV: 1 base ver (what the buffered state started from), 2 JSON, 3 ttl ms.
+FLUSH_VISITOR_LUA = """
+local ver = redis.call('HGET', KEYS[1], 'ver')
+if ver and tonumber(ver) ~= tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'p', ARGV[2], 'ver', tonumber(ver or '0') + 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: 1 session, 2 sessions set, 3 event index, 4 pending, [5 stream: inline only]
+# ARGV: 1 base ver, 2 session JSON, 3 ack, 4 pseq, 5 ttl, 6 sid, 7 inline, 8 maxlen,
+#       9.. pairs (seq, record). Events at or below the stored ack are already stored: skipped.
+FLUSH_SESSION_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'ver', 'ack', 'pseq')
+local ver = tonumber(cur[1] or '0')
+local stored_ack = tonumber(cur[2] or '0')
+local ttl = ARGV[5]
+if (not cur[1]) or ver == tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'p', ARGV[2])
+end
+redis.call('HSET', KEYS[1], 'ver', ver + 1,
+  'ack', math.max(stored_ack, tonumber(ARGV[3])),
+  'pseq', math.max(tonumber(cur[3] or '0'), tonumber(ARGV[4])))
+redis.call('SADD', KEYS[2], ARGV[6])
+local added = 0
+for i = 9, #ARGV, 2 do
+  if tonumber(ARGV[i]) > stored_ack then
+    if ARGV[7] == '1' then
+      local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'e', ARGV[i + 1])
+      redis.call('RPUSH', KEYS[3], id)
+    else
+      redis.call('RPUSH', KEYS[4], ARGV[i + 1])
+    end
+    added = added + 1
+  end
+end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+return added
+"""
+
+# Cluster mode: the first `count` pending events were added to the stream with `ids`. Drop them
+# from the pending list unless the visitor was erased (or another process forwarded them) in
+# between; 0 tells the caller to delete its stream entries again.
+# KEYS: pending, event index. ARGV: 1 count, 2 first record forwarded, 3 ttl, 4.. stream ids
+FORWARDED_LUA = """
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[2] then return 0 end
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[1]), -1)
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# Everything stored under the visitor's hash tag. The session and outbox keys are derived from
+# the session set inside the script: they share the tag, hence the slot, so this is valid on a
+# cluster too. KEYS: visitor, sessions set, event index, pending. ARGV: 1 key prefix.
+EXPORT_LUA = """
+local sids = redis.call('SMEMBERS', KEYS[2])
+local sessions = {}
+for _, sid in ipairs(sids) do
+  local s = redis.call('HMGET', ARGV[1] .. 's:' .. sid, 'p', 'ack', 'pseq')
+  local o = redis.call('LRANGE', ARGV[1] .. 'o:' .. sid, 0, -1)
+  table.insert(sessions, {sid, s[1], s[2], s[3], o})
+end
+return {redis.call('HGET', KEYS[1], 'p'), sessions, redis.call('LRANGE', KEYS[3], 0, -1),
+        redis.call('LRANGE', KEYS[4], 0, -1)}
+"""
+
+# KEYS: visitor, sessions set, event index, pending, presence. ARGV: 1 key prefix.
+# Returns the stream ids of the visitor's events, for XDEL.
+ERASE_LUA = """
+local sids = redis.call('SMEMBERS', KEYS[2])
+for _, sid in ipairs(sids) do
+  redis.call('DEL', ARGV[1] .. 's:' .. sid, ARGV[1] .. 'o:' .. sid)
+end
+local ids = redis.call('LRANGE', KEYS[3], 0, -1)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return ids
+"""
+
+
+def _dump(x: Any) -> str:
+    return ujson.dumps(x, ensure_ascii=False, escape_forward_slashes=False)
+
+
+def event_record(vid: str, sid: str, event: dict[str, Any], at: int) -> dict[str, Any]:
+    """The log record of an accepted event: the event (with its `seq`) plus who and when.
+
+    `at` is the server's receive time in ms. The same record is written as a JSON line in the
+    embedded mode and as the `e` field of a stream entry on Redis.
+    """
+    return {"vid": vid, "sid": sid, "at": at, **event}
+
+
+# ---------------------------------------------------------------------------- degraded mode
+
+@dataclass
+class _CachedSession:
+    profile: Any
+    version: int
+    ack: int
+    pseq: int
+
+
+@dataclass
+class _CachedVisitor:
+    profile: Any
+    version: int
+
+
+@dataclass
+class _BufferedVisitor:
+    base: int  # the Redis version the buffered state was computed from
+    profile: Any
+
+
+@dataclass
+class _BufferedSession:
+    base: int
+    profile: Any
+    ack: int
+    pseq: int
+    events: list[tuple[int, str]] = field(default_factory=list)  # (seq, record JSON)
+
+
+class _Down(Exception):
+    """Internal: a Redis call failed because Redis is unreachable."""
+
+
+class RedisStore(Store):
+    """Profiles and sequence numbers in Redis (single instance or cluster); see module doc.
+
+    Limits (each costs memory only during an outage or for the degraded-mode cache):
+    - `retention_s`: inactivity TTL of every per-visitor key (default 30 days).
+    - `stream_maxlen`: approximate bound of the event stream (default 1,000,000 entries, ~300 MB
+      of Redis memory at ~300 B per event).
+    - `buffer_limit`: events held in memory while Redis is down (default 100,000, ~40 MB).
+    - `cache_sessions`: sessions whose last state is kept to serve loads while Redis is down
+      (default 10,000; a few KB each).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Any = None,
+        cluster: bool | None = None,
+        retention_s: int = 30 * 24 * 3600,
+        stream: str = EVENT_STREAM,
+        stream_maxlen: int = 1_000_000,
+        buffer_limit: int = 100_000,
+        cache_sessions: int = 10_000,
+        timeout: float = 1.0,
+        probe_interval: float = 0.25,
+        clock=time.time,
+    ) -> None:
+        if client is None:
+            if not url:
+                raise ValueError("RedisStore needs a Redis URL or a client")
+            client = connect(url, timeout=timeout, cluster=cluster)
+        if retention_s <= 0:
+            raise ValueError(f"retention_s must be positive, got {retention_s}")
+        if buffer_limit <= 0 or cache_sessions <= 0 or stream_maxlen <= 0:
+            raise ValueError("buffer_limit, cache_sessions and stream_maxlen must be positive")
+        self.client = client
+        self.cluster = isinstance(client, RedisCluster)
+        self.ttl_ms = int(retention_s * 1000)
+        self.stream = stream
+        self.stream_maxlen = stream_maxlen
+        self.buffer_limit = buffer_limit
+        self.cache_sessions = cache_sessions
+        self.probe_interval = probe_interval
+        self._clock = clock
+        self._inline = "0" if self.cluster else "1"
+        self._load = client.register_script(LOAD_LUA)
+        self._commit = client.register_script(COMMIT_LUA)
+        self._flush_v = client.register_script(FLUSH_VISITOR_LUA)
+        self._flush_s = client.register_script(FLUSH_SESSION_LUA)
+        self._forwarded = client.register_script(FORWARDED_LUA)
+        self._export = client.register_script(EXPORT_LUA)
+        self._erase = client.register_script(ERASE_LUA)
+        self._vcache: OrderedDict[str, _CachedVisitor] = OrderedDict()
+        self._scache: OrderedDict[tuple[str, str], _CachedSession] = OrderedDict()
+        self._vbuf: dict[str, _BufferedVisitor] = {}
+        self._sbuf: dict[tuple[str, str], _BufferedSession] = {}
+        self._buffered_events = 0
+        self._down = False
+        self._flushing = False
+        self._recovery: asyncio.Task | None = None
+        self._forward_vids: set[str] = set()
+        self._forward_wakeup = asyncio.Event()
+        self._forwarder: asyncio.Task | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def degraded(self) -> bool:
+        return self._down or self._flushing or bool(self._sbuf) or bool(self._vbuf)
+
+    @property
+    def buffered_events(self) -> int:
+        return self._buffered_events
+
+    async def _call(self, op: str, fn, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            result = await fn(*args, **kwargs)
+        except REDIS_DOWN_ERRORS as exc:
+            metrics.REDIS_ERRORS.labels(op).inc()
+            self._went_down(exc)
+            raise _Down(str(exc)) from exc
+        metrics.REDIS_RTT_SECONDS.labels(op).observe(time.perf_counter() - started)
+        return result
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self._down:
+            log.warning("redis unreachable, buffering writes: %s", exc)
+        self._down = True
+        if not self._closed and (self._recovery is None or self._recovery.done()):
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    def _remember(self, vid: str, sid: str, v: _CachedVisitor, s: _CachedSession) -> None:
+        self._vcache[vid] = v
+        self._vcache.move_to_end(vid)
+        self._scache[(vid, sid)] = s
+        self._scache.move_to_end((vid, sid))
+        while len(self._scache) > self.cache_sessions:
+            self._scache.popitem(last=False)
+        while len(self._vcache) > self.cache_sessions:
+            self._vcache.popitem(last=False)
+
+    def _keys(self, vid: str, sid: str) -> list[str]:
+        keys = [
+            visitor_key(vid),
+            session_key(vid, sid),
+            sessions_key(vid),
+            event_index_key(vid),
+            pending_key(vid),
+        ]
+        if not self.cluster:
+            keys.append(self.stream)
+        return keys
+
+    # ------------------------------------------------------------------ Store interface
+
+    async def load(self, vid: str, sid: str) -> SessionSnapshot:
+        check_id(vid, "visitor id")
+        check_id(sid, "session id")
+        if not self.degraded:
+            try:
+                raw = await self._call(
+                    "load", self._load, keys=[visitor_key(vid), session_key(vid, sid)]
+                )
+            except _Down:
+                pass
+            else:
+                vp, vver, sp, sver, ack, pseq = raw
+                v = _CachedVisitor(ujson.loads(vp) if vp else None, int(vver or 0))
+                s = _CachedSession(
+                    ujson.loads(sp) if sp else None, int(sver or 0), int(ack or 0), int(pseq or 0)
+                )
+                self._remember(vid, sid, v, s)
+                return self._snapshot(v, s, degraded=False)
+        v = self._vcache.get(vid) or _CachedVisitor(None, 0)
+        s = self._scache.get((vid, sid)) or _CachedSession(None, 0, 0, 0)
+        return self._snapshot(v, s, degraded=True)
+
+    @staticmethod
+    def _snapshot(v: _CachedVisitor, s: _CachedSession, degraded: bool) -> SessionSnapshot:
+        profile = None
+        if v.profile is not None or s.profile is not None:
+            profile = {"v": v.profile, "s": s.profile}
+        return SessionSnapshot(
+            profile=profile,
+            ack=s.ack,
+            pseq=s.pseq,
+            version=(v.version, s.version),
+            extra={"degraded": degraded},
+        )
+
+    async def commit(
+        self,
+        vid: str,
+        sid: str,
+        snapshot: SessionSnapshot,
+        profile: dict[str, Any],
+        ack: int,
+        pseq: int,
+        events: list[dict[str, Any]],
+    ) -> bool:
+        check_id(vid, "visitor id")
+        check_id(sid, "session id")
+        vpart, spart = profile.get("v"), profile.get("s")
+        at = int(self._clock() * 1000)
+        records = [(int(e["seq"]), _dump(event_record(vid, sid, e, at))) for e in events]
+        if not self.degraded and not snapshot.extra.get("degraded"):
+            vjson, sjson = _dump(vpart), _dump(spart)
+            try:
+                res = await self._call(
+                    "commit",
+                    self._commit,
+                    keys=self._keys(vid, sid),
+                    args=[
+                        snapshot.version[0],
+                        snapshot.version[1],
+                        vjson,
+                        sjson,
+                        ack,
+                        pseq,
+                        self.ttl_ms,
+                        sid,
+                        self._inline,
+                        self.stream_maxlen,
+                        *(r for _, r in records),
+                    ],
+                )
+            except _Down:
+                # The script may or may not have run. Buffering is safe either way: the flush
+                # skips events at or below the stored ack and keeps a newer stored profile.
+                pass
+            else:
+                if int(res[0]) == 0:
+                    metrics.STORE_CONFLICTS.inc()
+                    return False
+                self._remember(
+                    vid,
+                    sid,
+                    _CachedVisitor(vpart, int(res[1])),
+                    _CachedSession(spart, int(res[2]), ack, pseq),
+                )
+                if int(res[3]) > 0:
+                    self._schedule_forward(vid)
+                return True
+        return self._buffer(vid, sid, snapshot, vpart, spart, ack, pseq, records)
+
+    def _buffer(self, vid, sid, snapshot, vpart, spart, ack, pseq, records) -> bool:
+        """Degraded commit: compare-and-set against the local cache, then hold the write."""
+        cv = self._vcache.get(vid) or _CachedVisitor(None, 0)
+        cs = self._scache.get((vid, sid)) or _CachedSession(None, 0, 0, 0)
+        if (cv.version, cs.version) != tuple(snapshot.version):
+            metrics.STORE_CONFLICTS.inc()
+            return False
+        if self._buffered_events + len(records) > self.buffer_limit or (
+            (vid, sid) not in self._sbuf and len(self._sbuf) >= self.buffer_limit
+        ):
+            metrics.WRITE_BUFFER_REFUSED.inc()
+            raise StoreUnavailable(
+                f"redis unavailable and the write buffer is full ({self._buffered_events} events)"
+            )
+        vb = self._vbuf.get(vid)
+        if vb is None:
+            self._vbuf[vid] = _BufferedVisitor(cv.version, vpart)
+        else:
+            vb.profile = vpart
+        sb = self._sbuf.get((vid, sid))
+        if sb is None:
+            sb = self._sbuf[(vid, sid)] = _BufferedSession(cs.version, spart, ack, pseq)
+        sb.profile, sb.ack, sb.pseq = spart, ack, pseq
+        sb.events.extend(records)
+        self._buffered_events += len(records)
+        metrics.WRITE_BUFFER_DEPTH.set(self._buffered_events)
+        # Local versions keep two tabs in this process from overwriting each other meanwhile.
+        self._remember(
+            vid,
+            sid,
+            _CachedVisitor(vpart, cv.version + 1),
+            _CachedSession(spart, cs.version + 1, ack, pseq),
+        )
+        if not self._down and not self._flushing and not self._closed:
+            # Buffered because a flush was pending; make sure one runs.
+            if self._recovery is None or self._recovery.done():
+                self._recovery = asyncio.get_running_loop().create_task(self._recover())
+        return True
+
+    # ------------------------------------------------------------------ recovery
+
+    async def _recover(self) -> None:
+        """Probe Redis until it answers, then flush the buffer; the store is ready after."""
+        while not self._closed:
+            try:
+                await self._call("ping", self.client.ping)
+            except _Down:
+                await asyncio.sleep(self.probe_interval)
+                continue
+            except Exception:  # noqa: BLE001 - keep probing whatever the client raises
+                log.exception("unexpected error while probing redis")
+                await asyncio.sleep(self.probe_interval)
+                continue
+            self._down = False
+            try:
+                await self._flush()
+            except _Down:
+                await asyncio.sleep(self.probe_interval)
+                continue
+            if not self._sbuf and not self._vbuf:
+                log.warning("redis reachable again, write buffer flushed")
+                return
+
+    async def _flush(self) -> None:
+        self._flushing = True
+        try:
+            while self._vbuf or self._sbuf:
+                if self._vbuf:
+                    vid, vb = next(iter(self._vbuf.items()))
+                    del self._vbuf[vid]
+                    try:
+                        await self._call(
+                            "flush",
+                            self._flush_v,
+                            keys=[visitor_key(vid)],
+                            args=[vb.base, _dump(vb.profile), self.ttl_ms],
+                        )
+                    except _Down:
+                        newer = self._vbuf.get(vid)
+                        self._vbuf[vid] = _BufferedVisitor(vb.base, newer.profile if newer else vb.profile)
+                        raise
+                    continue
+                (vid, sid), sb = next(iter(self._sbuf.items()))
+                del self._sbuf[(vid, sid)]
+                args = [sb.base, _dump(sb.profile), sb.ack, sb.pseq, self.ttl_ms, sid,
+                        self._inline, self.stream_maxlen]
+                for seq, record in sb.events:
+                    args += [seq, record]
+                try:
+                    await self._call("flush", self._flush_s, keys=self._keys(vid, sid)[1:], args=args)
+                except _Down:
+                    newer = self._sbuf.get((vid, sid))
+                    if newer is not None:
+                        sb.profile, sb.ack, sb.pseq = newer.profile, newer.ack, newer.pseq
+                        sb.events.extend(newer.events)
+                    self._sbuf[(vid, sid)] = sb
+                    raise
+                self._buffered_events -= len(sb.events)
+                metrics.WRITE_BUFFER_DEPTH.set(self._buffered_events)
+                if self.cluster and sb.events:
+                    self._schedule_forward(vid)
+                # Versions changed in Redis; the next load must read them, not the cache.
+        finally:
+            self._flushing = False
+
+    # ------------------------------------------------------------------ cluster forwarder
+
+    def _schedule_forward(self, vid: str) -> None:
+        self._forward_vids.add(vid)
+        self._forward_wakeup.set()
+        if self._forwarder is None or self._forwarder.done():
+            self._forwarder = asyncio.get_running_loop().create_task(self._forward_loop())
+
+    async def _forward_loop(self) -> None:
+        while not self._closed:
+            await self._forward_wakeup.wait()
+            self._forward_wakeup.clear()
+            while self._forward_vids:
+                vid = self._forward_vids.pop()
+                try:
+                    more = await self.forward_pending(vid)
+                except _Down:
+                    self._forward_vids.add(vid)
+                    await asyncio.sleep(self.probe_interval)
+                    continue
+                if more:
+                    self._forward_vids.add(vid)
+
+    async def forward_pending(self, vid: str, batch: int = 100) -> bool:
+        """Move up to `batch` of a visitor's pending events to the stream; True if more remain.
+
+        At-least-once: if this process dies between XADD and the pending trim, the events are
+        forwarded again by the visitor's next commit; records carry (sid, seq) so consumers can
+        drop the duplicate.
+        """
+        raw = await self._call("forward", self.client.lrange, pending_key(vid), 0, batch - 1)
+        if not raw:
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        for record in raw:
+            pipe.xadd(self.stream, {"e": record}, maxlen=self.stream_maxlen, approximate=True)
+        ids = await self._call("forward", pipe.execute)
+        kept = await self._call(
+            "forward",
+            self._forwarded,
+            keys=[pending_key(vid), event_index_key(vid)],
+            args=[len(raw), raw[0], self.ttl_ms, *ids],
+        )
+        if not int(kept):
+            # Erased (or forwarded by another process) while we were adding: undo ours.
+            await self._call("forward", self.client.xdel, self.stream, *ids)
+            return False
+        return len(raw) == batch
+
+    # ------------------------------------------------------------------ privacy
+
+    async def export_visitor(self, vid: str) -> dict[str, Any]:
+        """Profile, sessions, patch outboxes and logged events of a visitor (GDPR export)."""
+        check_id(vid, "visitor id")
+        prefix = visitor_prefix(vid)
+        try:
+            vp, sessions, ids, pending = await self._call(
+                "export",
+                self._export,
+                keys=[visitor_key(vid), sessions_key(vid), event_index_key(vid), pending_key(vid)],
+                args=[prefix],
+            )
+        except _Down as exc:
+            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+        events = [ujson.loads(r) for r in pending]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            pipe = self.client.pipeline(transaction=False)
+            for sid_ in chunk:
+                pipe.xrange(self.stream, sid_, sid_)
+            found = await self._call("export", pipe.execute)
+            for entries in found:
+                for _id, fields in entries:
+                    events.append(ujson.loads(fields["e"]))
+        events.sort(key=lambda e: (e.get("at", 0), e.get("sid", ""), e.get("seq", 0)))
+        return {
+            "vid": vid,
+            "profile": ujson.loads(vp) if vp else None,
+            "sessions": [
+                {
+                    "sid": sid,
+                    "profile": ujson.loads(sp) if sp else None,
+                    "ack": int(ack or 0),
+                    "pseq": int(pseq or 0),
+                    "outbox": [ujson.loads(m) for m in outbox],
+                }
+                for sid, sp, ack, pseq, outbox in sorted(sessions, key=lambda s: s[0])
+            ],
+            "events": events,
+        }
+
+    async def erase_visitor(self, vid: str) -> None:
+        """Delete every key of the visitor and its events in the stream (by id: XDEL).
+
+        Also forgets the visitor in this process's cache and write buffer. Other processes'
+        caches are told by the bus (`RedisBus.publish_change("erase", ...)`).
+        """
+        check_id(vid, "visitor id")
+        try:
+            ids = await self._call(
+                "erase",
+                self._erase,
+                keys=[
+                    visitor_key(vid),
+                    sessions_key(vid),
+                    event_index_key(vid),
+                    pending_key(vid),
+                    presence_key(vid),
+                ],
+                args=[visitor_prefix(vid)],
+            )
+            for i in range(0, len(ids), 500):
+                await self._call("erase", self.client.xdel, self.stream, *ids[i : i + 500])
+        except _Down as exc:
+            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+        self.forget_visitor(vid)
+
+    def forget_visitor(self, vid: str) -> None:
+        """Drop a visitor from this process's cache and write buffer (after an erasure)."""
+        self._vcache.pop(vid, None)
+        self._vbuf.pop(vid, None)
+        self._forward_vids.discard(vid)
+        for key in [k for k in self._scache if k[0] == vid]:
+            del self._scache[key]
+        for key in [k for k in self._sbuf if k[0] == vid]:
+            self._buffered_events -= len(self._sbuf.pop(key).events)
+        metrics.WRITE_BUFFER_DEPTH.set(self._buffered_events)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def ready(self) -> bool:
+        if self.degraded:
+            return False
+        try:
+            await self._call("ping", self.client.ping)
+        except _Down:
+            return False
+        return True
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush buffered writes and forward pending events (within `timeout`), then disconnect."""
+        deadline = time.monotonic() + timeout
+        while (self._sbuf or self._vbuf or self._forward_vids) and time.monotonic() < deadline:
+            if self._recovery is not None and not self._recovery.done():
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                if self._sbuf or self._vbuf:
+                    await self._flush()
+                while self._forward_vids:
+                    vid = next(iter(self._forward_vids))
+                    if not await self.forward_pending(vid):
+                        self._forward_vids.discard(vid)
+            except _Down:
+                await asyncio.sleep(self.probe_interval)
+        if self._sbuf:
+            log.error("closing with %d events still buffered: redis unreachable", self._buffered_events)
+        self._closed = True
+        for task in (self._recovery, self._forwarder):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+        self._forward_wakeup.set()
+        await self.client.aclose()

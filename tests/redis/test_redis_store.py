@@ -1,0 +1,188 @@
+"""RedisStore against a real redis-server and a real 3-node Redis Cluster.
+
+Each test runs twice (`redis_url` is parametrised: single / cluster) unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from microadjust.redis_log import RedisEventLog
+from microadjust.store.redis import (
+    RedisStore,
+    connect,
+    event_index_key,
+    session_key,
+    sessions_key,
+    visitor_key,
+)
+
+
+VID = "v_visitor01"
+SID = "s_session01"
+
+
+def events(first_seq: int, n: int, kind: str = "click") -> list[dict]:
+    return [{"k": kind, "ts": 1_700_000_000_000 + i, "seq": first_seq + i, "item": f"p{i % 8}"}
+            for i in range(n)]
+
+
+async def wait_for(predicate, timeout: float = 5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def stream_records(url: str) -> list[dict]:
+    log = RedisEventLog(url)
+    try:
+        return [r for _, r in await log.read_all()]
+    finally:
+        await log.close()
+
+
+async def test_a_new_session_loads_as_an_empty_snapshot(redis_url):
+    store = RedisStore(redis_url)
+    snap = await store.load(VID, SID)
+    assert snap.profile is None and snap.ack == 0 and snap.pseq == 0
+    assert snap.version == (0, 0)
+    await store.close()
+
+
+async def test_a_commit_is_read_back_with_both_profile_parts_and_sequence_numbers(redis_url):
+    store = RedisStore(redis_url)
+    snap = await store.load(VID, SID)
+    profile = {"v": {"interest": {"tag": {"running": [1.5, 10]}}}, "s": {"views": 1}}
+    assert await store.commit(VID, SID, snap, profile, ack=3, pseq=1, events=events(1, 3))
+    again = await store.load(VID, SID)
+    assert again.profile == profile
+    assert (again.ack, again.pseq) == (3, 1)
+    assert again.version == (1, 1)
+    # A second tab of the same visitor shares the visitor part, not the session part.
+    other = await store.load(VID, "s_session02")
+    assert other.profile == {"v": profile["v"], "s": None}
+    assert (other.ack, other.pseq) == (0, 0)
+    await store.close()
+
+
+async def test_a_commit_based_on_a_stale_snapshot_is_refused_and_changes_nothing(redis_url):
+    store = RedisStore(redis_url)
+    snap = await store.load(VID, SID)
+    assert await store.commit(VID, SID, snap, {"v": {"n": 1}, "s": {}}, 1, 0, events(1, 1))
+    # Same (now stale) snapshot again: the versions moved on, so this must be a conflict.
+    assert not await store.commit(VID, SID, snap, {"v": {"n": 99}, "s": {}}, 2, 0, events(2, 1))
+    now = await store.load(VID, SID)
+    assert now.profile["v"] == {"n": 1} and now.ack == 1
+    assert len(await stream_records(redis_url)) == 1 or store.cluster
+    await store.close()
+
+
+def merge_batch(profile, tab: str, batch_no: int) -> dict:
+    """A deterministic stand-in for the engine: counts batches per tab in the visitor part."""
+    v = dict((profile or {}).get("v") or {})
+    v[tab] = v.get(tab, 0) + 1
+    v["total"] = v.get("total", 0) + 1
+    s = {"batches": batch_no}
+    return {"v": v, "s": s}
+
+
+async def test_two_tabs_on_two_processes_never_lose_a_visitor_update(redis_url):
+    """Two stores (as two server processes) write the same visitor concurrently, with retries."""
+    stores = [RedisStore(redis_url), RedisStore(redis_url)]
+    batches = 40
+
+    async def tab(store: RedisStore, name: str, sid: str):
+        conflicts = 0
+        for n in range(1, batches + 1):
+            while True:
+                snap = await store.load(VID, sid)
+                new = merge_batch(snap.profile, name, n)
+                if await store.commit(VID, sid, snap, new, ack=n, pseq=0, events=events(n, 1)):
+                    break
+                conflicts += 1
+        return conflicts
+
+    await asyncio.gather(tab(stores[0], "a", "s_tab_a_01"), tab(stores[1], "b", "s_tab_b_01"))
+    final = await stores[0].load(VID, "s_tab_a_01")
+    assert final.profile["v"] == {"a": batches, "b": batches, "total": 2 * batches}
+    for s in stores:
+        await s.close()
+
+
+async def test_accepted_events_reach_the_stream_exactly_once_with_who_and_when(redis_url):
+    store = RedisStore(redis_url, clock=lambda: 1_800_000_000.0)
+    snap = await store.load(VID, SID)
+    await store.commit(VID, SID, snap, {"v": {}, "s": {}}, 5, 0, events(1, 5))
+    records = await wait_for(lambda: _n_records(redis_url, 5))
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(r["vid"] == VID and r["sid"] == SID and r["at"] == 1_800_000_000_000 for r in records)
+    assert records[0]["k"] == "click" and records[0]["item"] == "p0"
+    await store.close()
+
+
+async def _n_records(url, n):
+    records = await stream_records(url)
+    return records if len(records) >= n else None
+
+
+async def test_every_key_of_a_visitor_shares_one_cluster_slot_and_expires_after_inactivity(redis_url):
+    store = RedisStore(redis_url, retention_s=60)
+    snap = await store.load(VID, SID)
+    await store.commit(VID, SID, snap, {"v": {}, "s": {}}, 2, 0, events(1, 2))
+    client = connect(redis_url)
+    keys = [visitor_key(VID), session_key(VID, SID), sessions_key(VID), event_index_key(VID)]
+    if store.cluster:
+        await wait_for(lambda: _n_records(redis_url, 2))
+        slots = {await client.cluster_keyslot(k) for k in keys}
+        assert len(slots) == 1
+    for key in keys:
+        ttl = await client.pttl(key)
+        assert 55_000 < ttl <= 60_000, (key, ttl)
+    await client.aclose()
+    await store.close()
+
+
+async def test_export_returns_everything_and_erasure_removes_it_including_logged_events(redis_url):
+    store = RedisStore(redis_url)
+    other = "v_someone_else"
+    for vid in (VID, other):
+        snap = await store.load(vid, SID)
+        await store.commit(vid, SID, snap, {"v": {"who": vid}, "s": {"x": 1}}, 3, 2, events(1, 3))
+    await wait_for(lambda: _n_records(redis_url, 6))
+
+    exported = await store.export_visitor(VID)
+    assert exported["profile"] == {"who": VID}
+    assert exported["sessions"][0]["sid"] == SID and exported["sessions"][0]["ack"] == 3
+    assert [e["seq"] for e in exported["events"]] == [1, 2, 3]
+    assert all(e["vid"] == VID for e in exported["events"])
+
+    await store.erase_visitor(VID)
+    assert (await store.load(VID, SID)).profile is None
+    assert (await store.export_visitor(VID))["events"] == []
+    remaining = await stream_records(redis_url)
+    assert {r["vid"] for r in remaining} == {other} and len(remaining) == 3
+    client = connect(redis_url)
+    if not store.cluster:  # a SCAN of one node is the whole keyspace only on a single Redis
+        left = [k async for k in client.scan_iter(match="ma:{v_visitor01}*")]
+        assert left == []
+    await client.aclose()
+    await store.close()
+
+
+async def test_bad_ids_are_refused_before_they_become_key_names(redis_url):
+    store = RedisStore(redis_url)
+    with pytest.raises(ValueError, match="visitor id"):
+        await store.load("evil}:x", SID)
+    await store.close()
+
+
+def test_bad_urls_get_a_clear_error():
+    with pytest.raises(ValueError, match="unsupported Redis URL scheme"):
+        RedisStore("http://127.0.0.1:6379")
