@@ -127,3 +127,11 @@ def redis_url(request, tmp_path):
         yield url
         for n in nodes:
             subprocess.run([REDIS_CLI, "-p", str(n.port), "flushall"], capture_output=True)
+
+
+@pytest.fixture
+def stopped_redis(tmp_path):
+    """A redis-server with a free port that the test starts itself (Redis down at first)."""
+    server = RedisProcess(tmp_path)
+    yield server
+    server.stop()
