@@ -1,0 +1,297 @@
+"""`evaluate`: one batch of events in, the new profile and the patches to send out. Pure.
+
+Order of work for a batch (docs/RULES.md "How a batch is evaluated"):
+1. consent: anything but "granted" learns nothing and sends nothing (PROTOCOL §8);
+2. patches whose ttl ran out are forgotten (the client reverted them itself);
+3. each event is folded into the profile, then the event rules bound to its kind run;
+4. state rules run once, if a feature they read changed, a clock feature they read moved, their
+   `for` timer is running, or a patch of theirs is showing (hysteresis revert check);
+5. layering picks one winner per target; guards (global cap, max per session, cooldown,
+   minimum display, idempotence) decide what is actually sent.
+
+Patches follow PROTOCOL §5 without `pseq` (the gateway numbers them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .features import Context
+from .patches import validate_patch
+from .profile import Update, apply_event, decayed, normalise, r6, start_batch, top_of
+from .rules import RuleSet, render_value
+
+TOP_FEATURES = (
+    ("tag", "profile.top.tag", "profile.top.tag_score"),
+    ("item", "profile.top.item", "profile.top.item_score"),
+    ("section", "profile.top.section", None),
+)
+
+
+def _canon(x) -> str:
+    return json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _target_key(target: dict) -> str:
+    return _canon(target)
+
+
+def patch_id(rule_id: str, target: dict) -> str:
+    """Stable per (rule, target) so a re-fire replaces the patch instead of stacking (§5)."""
+    kind, value = next(iter(target.items()))
+    if kind == "sel":
+        # Selectors can be long and full of punctuation; the id only has to be stable and short.
+        return f"{rule_id}:sel:{hashlib.sha1(value.encode('utf-8')).hexdigest()[:12]}"
+    return f"{rule_id}:{value}"
+
+
+def _tops(work: dict, now: int, hl: int) -> dict:
+    return {kind: top_of(work["v"]["interest"][kind], now, hl) for kind, _, _ in TOP_FEATURES}
+
+
+def rank_page_items(work: dict, slot: str | None, now: int, hl: int, limit: int) -> list[str]:
+    """The page's items (last view) ranked by decayed item + tag affinity, page order on ties.
+
+    Items that the view listed under the target slot are ranked; when the page did not say which
+    slot items belong to, all of its items are.
+    """
+    items = work["s"]["page"]["items"]
+    if slot is not None and any(it.get("slot") == slot for it in items):
+        items = [it for it in items if it.get("slot") == slot]
+    interest = work["v"]["interest"]
+
+    def affinity(it: dict) -> float:
+        score = decayed(interest["item"].get(it["key"]), now, hl)
+        for tag in it.get("tags") or ():
+            score += decayed(interest["tag"].get(tag), now, hl)
+        return r6(score)
+
+    scored = [(-affinity(it), i, it["key"]) for i, it in enumerate(items)]
+    scored.sort()
+    keys, seen = [], set()
+    for _, _, key in scored:
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+    return keys[:limit]
+
+
+class _Batch:
+    """Working state of one evaluate() call."""
+
+    def __init__(self, work: dict, now: int, ruleset: RuleSet) -> None:
+        self.work = work
+        self.now = now
+        self.ruleset = ruleset
+        self.hl = ruleset.settings["half_life_ms"]
+        self.candidates: list[tuple] = []
+        self.reverts: list[str] = []
+
+    def propose(self, rule, ctx: Context, cause: int) -> None:
+        """Render the rule's patch; keep it as a candidate if it is valid and not already showing."""
+        target = render_value(rule.target, ctx)
+        ops = render_value(rule.ops, ctx)
+        if rule.rank:
+            slot = target.get("slot") if isinstance(target, dict) else None
+            for j, limit in rule.rank.items():
+                ops[j] = {"op": "reorder", "keys": rank_page_items(self.work, slot, self.now, self.hl, limit)}
+            if all(not ops[j]["keys"] for j in rule.rank):
+                return  # nothing known about the page yet: no reorder to send
+        patch = {
+            "id": "",
+            "rule": rule.id,
+            "target": target,
+            "ops": ops,
+            "ttl": rule.ttl,
+            "priority": rule.priority,
+            "cause": cause,
+        }
+        if isinstance(target, dict) and len(target) == 1 and isinstance(next(iter(target.values())), str):
+            patch["id"] = patch_id(rule.id, target)
+        # A rendered value from the visitor's own events can still be hostile (an item key with
+        # markup): the patch is dropped, never sent half-checked.
+        if validate_patch(patch):
+            return
+        sig = hashlib.sha1(_canon([target, ops, rule.ttl]).encode("utf-8")).hexdigest()[:12]
+        active = self.work["s"]["active"].get(patch["id"])
+        if active is not None and active["sig"] == sig:
+            return  # already showing exactly this: idempotent
+        confidence = rule.confidence(ctx) if rule.confidence is not None else 0
+        if not isinstance(confidence, (int, float)) or isinstance(confidence, bool):
+            confidence = 0
+        self.candidates.append((rule, patch, confidence, sig))
+
+    def revert(self, pid: str) -> None:
+        self.work["s"]["active"].pop(pid, None)
+        if pid not in self.reverts:
+            self.reverts.append(pid)
+
+
+def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, consent: str = "granted") -> dict:
+    """Fold `events` into `profile` at time `now` and decide the patches (see module docstring)."""
+    if not isinstance(now, int) or isinstance(now, bool):
+        raise TypeError("now must be an integer (ms since the epoch)")
+    if not isinstance(ruleset, RuleSet):
+        raise TypeError("ruleset must come from compile_rules()")
+    work = normalise(profile)
+    s = work["s"]
+    if consent != "granted":
+        # PROTOCOL §8: no learning and no adjustment from tracking the visitor has not allowed.
+        # Adjustments already showing are withdrawn; nothing else in the profile moves.
+        reverts = sorted(s["active"])
+        s["active"] = {}
+        s["since"] = {}
+        return {"profile": work, "patches": [], "reverts": reverts, "changed": []}
+
+    batch = _Batch(work, now, ruleset)
+    hl = batch.hl
+    settings = ruleset.settings
+    active = s["active"]
+    for pid in sorted(active):
+        until = active[pid]["until"]
+        if until and now >= until:
+            del active[pid]
+
+    update = Update()
+    tops_before = _tops(work, now, hl)
+    start_batch(work, update, now, bool(events))
+    cause = 0
+    for event in events:
+        ev = event
+        if not ev.get("tags") and ev.get("item") is not None:
+            tags = [t for it in s["page"]["items"] if it.get("key") == ev["item"] for t in it.get("tags") or ()]
+            if tags:
+                ev = dict(event, tags=tags)
+        apply_event(work, ev, now, hl, update)
+        cause = event.get("seq", 0) if isinstance(event.get("seq"), int) else 0
+        rules = ruleset.by_kind.get(ev.get("k"), ())
+        if rules:
+            ctx = Context(work, now, hl, ev)
+            for rule in rules:
+                if rule.when(ctx):
+                    batch.propose(rule, ctx, cause)
+
+    tops_after = _tops(work, now, hl)
+    for kind, name, score_name in TOP_FEATURES:
+        if tops_before[kind][0] != tops_after[kind][0]:
+            update.changed.add(name)
+        if score_name and tops_before[kind][1] != tops_after[kind][1]:
+            update.changed.add(score_name)
+
+    # State rules: only those whose inputs moved, plus timers, clocks and showing patches.
+    due: dict[int, object] = {}
+    for name in update.changed:
+        for rule in ruleset.by_feature.get(name, ()):
+            due[rule.order] = rule
+    for rule in ruleset.clock_rules:
+        due[rule.order] = rule
+    by_id = ruleset.by_id
+    for rid in s["since"]:
+        rule = by_id.get(rid)
+        if rule is not None and not rule.event_bound and rule.enabled:
+            due[rule.order] = rule
+    showing: dict[str, list[str]] = {}
+    for pid in sorted(active):
+        rid = active[pid]["rule"]
+        showing.setdefault(rid, []).append(pid)
+        rule = by_id.get(rid)
+        if rule is not None and not rule.event_bound and rule.enabled:
+            due[rule.order] = rule
+    # A patch whose rule is gone (rule set changed) or disabled is withdrawn.
+    for rid in sorted(showing):
+        rule = by_id.get(rid)
+        if rule is None or not rule.enabled:
+            for pid in showing[rid]:
+                batch.revert(pid)
+    ctx = Context(work, now, hl)
+    for order in sorted(due):
+        rule = due[order]
+        holds = bool(rule.when(ctx))
+        if holds:
+            if rule.for_ms:
+                since = s["since"].setdefault(rule.id, now)
+                if now - since < rule.for_ms:
+                    continue
+            batch.propose(rule, ctx, cause)
+        else:
+            s["since"].pop(rule.id, None)
+        if rule.revert and rule.id in showing:
+            gone = bool(rule.until(ctx)) if rule.until is not None else not rule.keep(ctx)
+            if gone:
+                for pid in showing[rule.id]:
+                    if pid in active and now - active[pid]["shown"] >= rule.min_display:
+                        batch.revert(pid)
+
+    patches = _decide(batch, settings)
+    if patches:
+        update.changed.add("session.adjustments")
+    return {
+        "profile": work,
+        "patches": patches,
+        "reverts": batch.reverts,
+        "changed": sorted(update.changed),
+    }
+
+
+def _decide(batch: _Batch, settings: dict) -> list[dict]:
+    """Layering (one winner per target) then the guards, in a deterministic order."""
+    work, now = batch.work, batch.now
+    s = work["s"]
+    active = s["active"]
+    winners: dict[str, tuple] = {}
+    for cand in batch.candidates:
+        rule, patch, confidence, _ = cand
+        key = _target_key(patch["target"])
+        # Business priority first, then confidence, then recency (the later event), then the
+        # rule that comes first in the file: a total order, so CPython and Pyodide agree.
+        rank = (patch["priority"], confidence, patch["cause"], -rule.order)
+        best = winners.get(key)
+        if best is None or rank > best[0]:
+            winners[key] = (rank, cand)
+    ordered = sorted(winners.values(), key=lambda w: (-w[0][0], w[1][1]["cause"], w[1][1]["id"]))
+    fired = s["rules"]
+    out: list[dict] = []
+    for _, (rule, patch, _, sig) in ordered:
+        if s["adj"] >= settings["max_adjustments"]:
+            break
+        record = fired.get(rule.id)
+        if record is not None:
+            if rule.max_per_session is not None and record["n"] >= rule.max_per_session:
+                continue
+            if now - record["last"] < rule.cooldown:
+                continue
+        tkey = _target_key(patch["target"])
+        blocked = False
+        for pid in sorted(active):
+            other = active[pid]
+            if pid == patch["id"] or other["target"] != tkey:
+                continue
+            # Another rule's patch holds this target. A higher business priority keeps it; an
+            # equal or lower one keeps it for its minimum display time (no flicker).
+            other_rule = batch.ruleset.by_id.get(other["rule"])
+            min_display = other_rule.min_display if other_rule is not None else 0
+            if other["priority"] > patch["priority"] or (
+                other["priority"] == patch["priority"] and now - other["shown"] < min_display
+            ):
+                blocked = True
+                break
+        if blocked:
+            continue
+        for pid in sorted(active):
+            if pid != patch["id"] and active[pid]["target"] == tkey:
+                batch.revert(pid)
+        if patch["id"] in batch.reverts:
+            batch.reverts.remove(patch["id"])
+        active[patch["id"]] = {
+            "rule": rule.id,
+            "target": tkey,
+            "shown": now,
+            "until": now + patch["ttl"] if patch["ttl"] else 0,
+            "priority": patch["priority"],
+            "sig": sig,
+        }
+        s["adj"] += 1
+        fired[rule.id] = {"n": (record["n"] if record else 0) + 1, "last": now}
+        out.append(patch)
+    return out

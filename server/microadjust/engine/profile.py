@@ -1,0 +1,406 @@
+"""The visitor profile: how a stream of micro-signals becomes state (pure, no clock).
+
+`apply_event` folds one validated event (PROTOCOL §3.1) into a working copy of the profile and
+reports which features it touched, so the rule index can re-evaluate only the rules that read
+them. The maths (decay, EWMA, median filter, intent evidence) is documented in docs/FEATURES.md;
+constants here are named after what they mean there.
+
+Every event of a batch happens "at now": client timestamps are not trusted for decay (a visitor's
+clock can be hours off), only the server-supplied `now` is.
+"""
+
+from __future__ import annotations
+
+import math
+
+DEFAULT_HALF_LIFE_MS = 1_800_000  # interest halves every 30 min: recent signals dominate a visit
+INTENT_HALF_LIFE_MS = 300_000  # intent evidence fades within minutes when the visitor drifts off
+
+MAX_ITEMS = 100  # interest entries kept per visitor, lowest decayed score dropped first
+MAX_TAGS = 64
+MAX_SECTIONS = 64
+RECENT_ITEMS = 5
+PAGE_ITEMS = 200  # PROTOCOL §3.1 view.items max
+
+# Interest weights per signal. A click or an add-to-cart says more than a glance.
+W_HOVER_INTENT = 1.0
+W_HOVER_END = 0.25  # a pass of >= HOVER_END_MIN_MS without reaching intent
+HOVER_END_MIN_MS = 500
+W_DWELL_PER_5S = 1.0  # dwell weight = ms / 5000, capped at W_DWELL_MAX
+W_DWELL_MAX = 2.0
+W_CLICK = 1.5
+W_ADD_TO_CART = 3.0
+
+# Scroll speed EWMA: alpha 0.3 follows a change of pace within ~3 samples. Samples are first
+# clipped (winsorised) so one fling of the wheel cannot flip "reader" into "skimmer".
+SPEED_ALPHA = 0.3
+SPEED_HARD_CAP = 10_000.0  # px/s; anything above is a jump (keyboard End, anchor link)
+SPEED_CLIP_FACTOR = 3.0
+SPEED_CLIP_FLOOR = 600.0
+SPEED_WARMUP = 3  # samples before clipping against the running mean applies
+SKIM_SPEED = 1_200.0  # px/s: above this the visitor is not reading what passes by
+
+DWELL_WINDOW = 7  # median filter over the last 7 dwells: one tab left open cannot flip it
+DWELL_CAP_MS = 120_000
+IDLE_GAP_MS = 10_000  # a silence longer than this counts as idle time
+
+# Intent evidence (docs/FEATURES.md "Intent"): each signal adds weight to "consider" or
+# "purchase"; a state is entered at ENTER and left (hysteresis) below LEAVE.
+E_HOVER = 0.5
+E_DWELL = 0.75  # dwell >= 3 s on an item
+E_DWELL_MIN_MS = 3_000
+E_CLICK = 0.75
+E_REPEAT = 0.5  # extra when the item is already among the recent ones (comparing, coming back)
+E_ADD = 1.5
+E_CHECKOUT = 2.0
+E_REMOVE = -1.5
+ENTER_CONSIDER = 2.0
+LEAVE_CONSIDER = 1.0
+ENTER_PURCHASE = 2.0
+LEAVE_PURCHASE = 1.0
+CHECKOUT_GOALS = ("begin_checkout", "checkout")
+
+
+def r6(x: float) -> float:
+    """Stored floats are rounded to 6 decimals so CPython, Redis and Pyodide agree (canonical JSON)."""
+    return round(float(x), 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def decayed(entry: list | None, now: int, half_life: int) -> float:
+    """Value of a [score, t] pair at `now`: score * 2^(-(now - t) / half_life)."""
+    if not entry:
+        return 0.0
+    score, t = entry
+    dt = now - t
+    if dt <= 0:
+        return float(score)
+    return score * math.pow(2.0, -dt / half_life)
+
+
+def bump(table: dict, key: str, weight: float, now: int, half_life: int, limit: int) -> None:
+    """Add `weight` to the decayed score of `key`, then keep the `limit` strongest entries."""
+    value = decayed(table.get(key), now, half_life) + weight
+    table[key] = [r6(max(value, 0.0)), now]
+    if len(table) > limit:
+        weakest = min(table, key=lambda k: (decayed(table[k], now, half_life), k))
+        del table[weakest]
+
+
+def new_profile() -> dict:
+    """An empty profile for a new visitor and session (plain JSON)."""
+    return {"v": new_visitor(), "s": new_session()}
+
+
+def new_visitor() -> dict:
+    return {
+        "interest": {"item": {}, "tag": {}, "section": {}},
+        "recent": [],  # [{"item", "ts", "tags"}], most recent first
+        "cart": {"items": {}, "added": None},
+        "purchases": 0,
+        "intent": {"state": "browsing", "since": None, "consider": None, "purchase": None},
+    }
+
+
+def new_session() -> dict:
+    return {
+        "start": None,  # first interaction (ms)
+        "last": None,  # last interaction (ms); ticks (empty batches) are not interactions
+        "views": 0,
+        "page": {"url": None, "since": None, "items": []},
+        "scroll": {"depth": 0, "speed": 0.0, "n": 0},
+        "read": 0,  # deepest % reached while scrolling at reading speed
+        "dwell": {"recent": [], "count": 0, "total": 0},
+        "hover": 0,
+        "click": {"n": 0, "rage": 0},
+        "idle": 0,  # accumulated idle ms (gaps > IDLE_GAP_MS)
+        "adj": 0,  # adjustments (patches) sent this session: the global cap counts these
+        "rules": {},  # rule id -> {"n": fired count, "last": ms}
+        "since": {},  # rule id -> ms the condition became true (`for` debounce)
+        "active": {},  # patch id -> {"rule", "target", "shown", "until", "priority", "sig"}
+    }
+
+
+def copy_json(x):
+    """Deep copy of plain JSON; much cheaper than copy.deepcopy on the hot path."""
+    if isinstance(x, dict):
+        return {k: copy_json(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [copy_json(v) for v in x]
+    return x
+
+
+def normalise(profile: dict | None) -> dict:
+    """A working copy: missing parts (older stored profiles, a new session) are filled in."""
+    if not profile:
+        return new_profile()
+    work = copy_json(profile)
+    v = work.get("v") or {}
+    s = work.get("s") or {}
+    for key, value in new_visitor().items():
+        v.setdefault(key, value)
+    for key, value in new_session().items():
+        s.setdefault(key, value)
+    work["v"], work["s"] = v, s
+    return work
+
+
+def item_tags(work: dict, event: dict) -> list[str]:
+    """Tags of the event's item: from the event, else from the page's items (view event)."""
+    tags = event.get("tags")
+    if tags:
+        return list(tags)
+    key = event.get("item")
+    if key is not None:
+        for it in work["s"]["page"]["items"]:
+            if it.get("key") == key:
+                return list(it.get("tags") or ())
+    return []
+
+
+def top_of(table: dict, now: int, half_life: int) -> tuple[str | None, float]:
+    """Strongest key and its decayed score; ties go to the alphabetically first key (deterministic)."""
+    best, best_score = None, 0.0
+    for key, entry in table.items():
+        score = decayed(entry, now, half_life)
+        if score > best_score or (score == best_score and best is not None and score > 0 and key < best):
+            best, best_score = key, score
+    return best, r6(best_score)
+
+
+class Update:
+    """The outcome of folding events in: touched feature names and the top-* before the batch."""
+
+    def __init__(self) -> None:
+        self.changed: set[str] = set()
+
+
+def _interest(work: dict, update: Update, kind: str, key: str, weight: float, now: int, hl: int) -> None:
+    limit = {"item": MAX_ITEMS, "tag": MAX_TAGS, "section": MAX_SECTIONS}[kind]
+    bump(work["v"]["interest"][kind], key, weight, now, hl, limit)
+    update.changed.add(f"profile.interest.{kind}.{key}")
+
+
+def _engage(work: dict, update: Update, event: dict, weight: float, now: int, hl: int) -> None:
+    """Interest for the element an event is about: the item and its tags, or a section (slot)."""
+    if weight <= 0:
+        return
+    item = event.get("item")
+    if item is not None:
+        _interest(work, update, "item", item, weight, now, hl)
+        for tag in item_tags(work, event):
+            _interest(work, update, "tag", tag, weight, now, hl)
+    elif event.get("slot") is not None:
+        _interest(work, update, "section", event["slot"], weight, now, hl)
+
+
+def _recent(work: dict, update: Update, event: dict, now: int) -> None:
+    """The last five items viewed (hovered with intent, dwelled on, clicked), most recent first."""
+    item = event.get("item")
+    if item is None:
+        return
+    recent = work["v"]["recent"]
+    before = recent[0]["item"] if recent else None
+    touched = {t for r in recent for t in r.get("tags", ())}
+    recent[:] = [r for r in recent if r["item"] != item]
+    tags = item_tags(work, event)
+    recent.insert(0, {"item": item, "ts": now, "tags": tags})
+    del recent[RECENT_ITEMS:]
+    touched.update(tags)
+    update.changed.update(("profile.recent.items", "profile.recent.count"))
+    if before != item:
+        update.changed.add("profile.recent.last")
+    update.changed.update(f"profile.recent.tag.{t}" for t in touched)
+
+
+def _evidence(work: dict, update: Update, kind: str, weight: float, now: int) -> None:
+    intent = work["v"]["intent"]
+    value = decayed(intent[kind], now, INTENT_HALF_LIFE_MS) + weight
+    intent[kind] = [r6(max(value, 0.0)), now]
+    update.changed.add(f"profile.intent.{kind}")
+
+
+def step_intent(work: dict, update: Update, now: int) -> None:
+    """browsing -> considering -> purchasing on accumulated evidence, with hysteresis.
+
+    One step per event at most, so a single event never jumps from browsing to purchasing, and a
+    state is left only when its evidence has fallen clearly below the level that entered it.
+    """
+    v = work["v"]
+    intent = v["intent"]
+    consider = decayed(intent["consider"], now, INTENT_HALF_LIFE_MS)
+    purchase = decayed(intent["purchase"], now, INTENT_HALF_LIFE_MS)
+    cart = sum(v["cart"]["items"].values())
+    state = intent["state"]
+    new = state
+    if state == "browsing":
+        if consider >= ENTER_CONSIDER:
+            new = "considering"
+    elif state == "considering":
+        if purchase >= ENTER_PURCHASE and cart > 0:
+            new = "purchasing"
+        elif consider < LEAVE_CONSIDER and purchase < LEAVE_PURCHASE:
+            new = "browsing"
+    elif state == "purchasing":
+        if cart == 0 or purchase < LEAVE_PURCHASE:
+            new = "considering"
+    if new != state:
+        intent["state"] = new
+        intent["since"] = now
+        update.changed.update(("profile.intent.state", "profile.intent.since"))
+
+
+def _goal(work: dict, update: Update, event: dict, now: int, hl: int) -> None:
+    """Cart state from goal events (custom add_to_cart / remove_from_cart / purchase / checkout)."""
+    name = event.get("name")
+    props = event.get("props") or {}
+    v = work["v"]
+    cart = v["cart"]
+    item = props.get("item")
+    item = item if isinstance(item, str) and item else None
+    qty = props.get("qty", 1)
+    qty = qty if isinstance(qty, int) and not isinstance(qty, bool) and 0 < qty <= 999 else 1
+    if name == "add_to_cart":
+        key = item or "_"
+        cart["items"][key] = min(cart["items"].get(key, 0) + qty, 999)
+        if len(cart["items"]) > MAX_ITEMS:  # bounded: a hostile client cannot grow the profile
+            del cart["items"][sorted(cart["items"])[0]]
+        cart["added"] = now
+        if item:
+            _engage(work, update, {"item": item}, W_ADD_TO_CART, now, hl)
+        _evidence(work, update, "purchase", E_ADD, now)
+        _evidence(work, update, "consider", E_ADD / 2, now)
+    elif name == "remove_from_cart":
+        key = item or "_"
+        if key in cart["items"]:
+            left = cart["items"][key] - qty
+            if left > 0:
+                cart["items"][key] = left
+            else:
+                del cart["items"][key]
+        _evidence(work, update, "purchase", E_REMOVE, now)
+    elif name in CHECKOUT_GOALS:
+        _evidence(work, update, "purchase", E_CHECKOUT, now)
+    elif name == "purchase":
+        cart["items"] = {}
+        cart["added"] = None
+        v["purchases"] += 1
+        # The job is done: the next visit starts from browsing again.
+        v["intent"] = {"state": "browsing", "since": now, "consider": None, "purchase": None}
+        update.changed.update(
+            ("profile.purchases", "profile.intent.state", "profile.intent.since",
+             "profile.intent.consider", "profile.intent.purchase")
+        )
+    else:
+        return
+    update.changed.update(("profile.cart.count", "profile.cart.items", "profile.cart.since_add"))
+
+
+def _median(values: list) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return 0.0
+    mid = n // 2
+    return float(ordered[mid]) if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def start_batch(work: dict, update: Update, now: int, has_events: bool) -> None:
+    """Session clock bookkeeping once per batch: start, idle time."""
+    s = work["s"]
+    if not has_events:
+        return
+    if s["start"] is None:
+        s["start"] = now
+        update.changed.add("session.duration")
+    elif s["last"] is not None and now - s["last"] > IDLE_GAP_MS:
+        s["idle"] += now - s["last"]
+    s["last"] = now
+    update.changed.update(("session.idle.ms", "session.idle.ratio"))
+
+
+def apply_event(work: dict, event: dict, now: int, half_life: int, update: Update) -> None:
+    """Fold one event into the working profile and record the touched features."""
+    s = work["s"]
+    v = work["v"]
+    kind = event.get("k")
+    recent_before = v["recent"][0]["item"] if v["recent"] else None
+    item = event.get("item")
+    repeat = item is not None and any(r["item"] == item for r in v["recent"])
+    if kind == "view":
+        s["views"] += 1
+        items = []
+        for it in (event.get("items") or [])[:PAGE_ITEMS]:
+            if isinstance(it, dict) and isinstance(it.get("key"), str):
+                entry = {"key": it["key"], "tags": list(it.get("tags") or [])}
+                if it.get("slot") is not None:
+                    entry["slot"] = it["slot"]
+                items.append(entry)
+        s["page"] = {"url": event.get("url"), "since": now, "items": items}
+        # Scroll and read depth are per page (PROTOCOL §3.1: depth is the max % on this page).
+        s["scroll"]["depth"] = 0
+        s["read"] = 0
+        update.changed.update(
+            ("session.views", "session.page.url", "session.page.items", "session.page.duration",
+             "session.scroll.depth", "session.read.depth")
+        )
+    elif kind == "hover":
+        dur = event.get("dur", 0)
+        if event.get("phase") == "intent":
+            s["hover"] += 1
+            update.changed.add("session.hover.count")
+            _engage(work, update, event, W_HOVER_INTENT, now, half_life)
+            _recent(work, update, event, now)
+            if item is not None:
+                _evidence(work, update, "consider", E_HOVER + (E_REPEAT if repeat else 0.0), now)
+        elif dur >= HOVER_END_MIN_MS and dur < 2_000:
+            # A pass that never reached intent still says a little; an ended intent hover was
+            # already counted when it reached intent.
+            _engage(work, update, event, W_HOVER_END, now, half_life)
+    elif kind == "scroll":
+        sc = s["scroll"]
+        depth = max(0, min(100, int(event.get("depth", 0))))
+        if depth > sc["depth"]:
+            sc["depth"] = depth
+            update.changed.add("session.scroll.depth")
+        sample = min(float(event.get("speed", 0)), SPEED_HARD_CAP)
+        if sc["n"] >= SPEED_WARMUP:
+            sample = min(sample, max(SPEED_CLIP_FACTOR * sc["speed"], SPEED_CLIP_FLOOR))
+        speed = sample if sc["n"] == 0 else SPEED_ALPHA * sample + (1 - SPEED_ALPHA) * sc["speed"]
+        speed = r6(max(speed, 0.0))
+        if speed != sc["speed"]:
+            sc["speed"] = speed
+            update.changed.add("session.scroll.speed")
+        sc["n"] += 1
+        if speed <= SKIM_SPEED and depth > s["read"]:
+            s["read"] = depth
+            update.changed.add("session.read.depth")
+    elif kind == "dwell":
+        ms = max(0, int(event.get("ms", 0)))
+        dw = s["dwell"]
+        dw["recent"].append(min(ms, DWELL_CAP_MS))
+        del dw["recent"][:-DWELL_WINDOW]
+        dw["count"] += 1
+        dw["total"] += ms
+        update.changed.update(("session.dwell.median", "session.dwell.count", "session.dwell.total"))
+        _engage(work, update, event, min(ms / 5_000 * W_DWELL_PER_5S, W_DWELL_MAX), now, half_life)
+        if item is not None and ms >= 1_000:
+            _recent(work, update, event, now)
+            if ms >= E_DWELL_MIN_MS:
+                _evidence(work, update, "consider", E_DWELL + (E_REPEAT if repeat else 0.0), now)
+    elif kind == "click":
+        c = s["click"]
+        c["n"] += 1
+        update.changed.update(("session.click.count", "session.click.rate"))
+        if event.get("rage"):
+            c["rage"] += 1
+            update.changed.add("session.click.rage")
+        else:
+            _engage(work, update, event, W_CLICK, now, half_life)
+            _recent(work, update, event, now)
+            if item is not None:
+                _evidence(work, update, "consider", E_CLICK + (E_REPEAT if repeat else 0.0), now)
+    elif kind == "custom":
+        _goal(work, update, event, now, half_life)
+    step_intent(work, update, now)
+    if (v["recent"][0]["item"] if v["recent"] else None) != recent_before:
+        update.changed.add("profile.recent.last")
