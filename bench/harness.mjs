@@ -1,0 +1,392 @@
+// The benchmark harness behind `bench/run`: starts each server (microadjust and its peers) pinned
+// to core 0, drives it with bench/loadgen.mjs pinned to core 1, reads CPU and memory of both from
+// /proc, and prints one table (markdown) plus a JSON file in bench/results/.
+// Servers run one at a time, freshly started for every scenario, and a scenario runs on every
+// server before the next scenario starts, so that all sides of a comparison see the same machine.
+
+import { spawn, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const BENCH = path.join(ROOT, "bench");
+const VENV = path.join(ROOT, ".venv", "bin");
+const RESULTS = path.join(BENCH, "results");
+const LOGS = path.join(RESULTS, "logs");
+const TICK = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim() || 100);
+
+const argv = process.argv.slice(2);
+const has = (f) => argv.includes(f);
+const opt = (name, dflt) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : dflt;
+};
+const QUICK = has("--quick");
+const ALL_SCENARIOS = ["throughput", "latency", "idle", "redis", "pixel"];
+const ALL_SERVERS = ["node", "microadjust", "socketio", "uvicorn"];
+const scenarios = opt("scenarios", ALL_SCENARIOS.join(",")).split(",").filter(Boolean);
+const servers = opt("servers", ALL_SERVERS.join(",")).split(",").filter(Boolean);
+const SERVER_CPU = opt("server-cpu", "0");
+const CLIENT_CPU = opt("client-cpu", "1");
+for (const s of scenarios) if (!ALL_SCENARIOS.includes(s)) die(`unknown scenario ${s} (have ${ALL_SCENARIOS})`);
+for (const s of servers) if (!ALL_SERVERS.includes(s)) die(`unknown server ${s} (have ${ALL_SERVERS})`);
+
+// Scenario sizes (issue 6). --quick keeps the shape but shrinks counts and durations.
+const SIZE = QUICK
+  ? { thrConns: 100, thrDur: 3, thrWarm: 1, latConns: 300, latRate: 5, latDur: 4, latWarm: 1, idleConns: 1000, hovers: 12 }
+  : { thrConns: 200, thrDur: 10, thrWarm: 2, latConns: 1000, latRate: 5, latDur: 10, latWarm: 3, idleConns: 5000, hovers: 60 };
+for (const k of Object.keys(SIZE)) if (opt(k) !== undefined) SIZE[k] = Number(opt(k));
+
+function die(msg) {
+  console.error(`bench: ${msg}`);
+  process.exit(2);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (msg) => console.error(`[bench] ${msg}`);
+
+// --- /proc readers --------------------------------------------------------------------------
+
+function procTicks(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15), all threads
+  } catch {
+    return null;
+  }
+}
+
+function rssKb(pid, field = "VmRSS") {
+  try {
+    const m = fs.readFileSync(`/proc/${pid}/status`, "utf8").match(new RegExp(`${field}:\\s+(\\d+) kB`));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+// Per-core busy ticks, to show how busy each core was in total (the machine is shared).
+function coreTicks() {
+  const out = {};
+  for (const line of fs.readFileSync("/proc/stat", "utf8").split("\n")) {
+    const m = line.match(/^cpu(\d+)\s+(.*)$/);
+    if (!m) continue;
+    const v = m[2].split(/\s+/).map(Number);
+    const idle = v[3] + (v[4] || 0);
+    const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+    out[m[1]] = { busy: total - idle, total };
+  }
+  return out;
+}
+
+function sample(pids) {
+  return { t: Date.now(), ticks: Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, procTicks(p)])), cores: coreTicks() };
+}
+
+function cpuBetween(a, b) {
+  const secs = (b.t - a.t) / 1000;
+  const out = {};
+  for (const k of Object.keys(a.ticks)) {
+    if (a.ticks[k] !== null && b.ticks[k] !== null) out[`${k}_cpu_pct`] = Math.round(((b.ticks[k] - a.ticks[k]) / TICK / secs) * 1000) / 10;
+  }
+  for (const c of Object.keys(a.cores)) {
+    const busy = b.cores[c].busy - a.cores[c].busy;
+    const total = b.cores[c].total - a.cores[c].total;
+    out[`core${c}_busy_pct`] = total > 0 ? Math.round((busy / total) * 1000) / 10 : null;
+  }
+  return out;
+}
+
+// --- processes ------------------------------------------------------------------------------
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitPort(port, ms) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, "127.0.0.1");
+      s.once("connect", () => { s.destroy(); resolve(true); });
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
+function start(name, cmd, env = {}, cpu = SERVER_CPU) {
+  fs.mkdirSync(LOGS, { recursive: true });
+  const logFile = path.join(LOGS, `${name}.log`);
+  const fd = fs.openSync(logFile, "w");
+  // taskset execs the command, so the child's pid is the server's own pid.
+  const child = spawn("taskset", ["-c", cpu, ...cmd], { cwd: ROOT, stdio: ["ignore", fd, fd], env: { ...process.env, ...env } });
+  fs.closeSync(fd);
+  child.logFile = logFile;
+  child.exited = new Promise((resolve) => child.once("exit", (code, sig) => resolve({ code, sig })));
+  return child;
+}
+
+async function stop(child) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGTERM");
+  const done = await Promise.race([child.exited, sleep(5000).then(() => null)]);
+  if (!done) {
+    child.kill("SIGKILL");
+    await child.exited;
+  }
+}
+
+function microadjustHelp() {
+  const cli = path.join(VENV, "microadjust");
+  if (!fs.existsSync(cli)) return null;
+  const r = spawnSync(cli, ["serve", "--help"], { cwd: ROOT, timeout: 20000 });
+  return r.status === 0 ? r.stdout.toString() : null;
+}
+
+// Each server: how to start it on a port, and which client protocol it speaks.
+const SERVERS = {
+  node: { label: "Node ws (floor)", proto: "ws", cmd: (p) => ["node", "bench/peers/node_ws.mjs", "--port", String(p)] },
+  socketio: { label: "Socket.IO", proto: "socketio", cmd: (p) => ["node", "bench/peers/socketio_server.mjs", "--port", String(p)] },
+  uvicorn: {
+    label: "Starlette+uvicorn (defaults)", proto: "ws",
+    cmd: (p) => [path.join(VENV, "uvicorn"), "--app-dir", "bench/peers", "starlette_peer:app", "--host", "127.0.0.1", "--port", String(p)],
+    env: (p) => ({ PEER_PORT: String(p) }),
+  },
+  microadjust: {
+    label: "microadjust", proto: "ws",
+    cmd: (p, extra = []) => [path.join(VENV, "microadjust"), "serve", "--demo", "--host", "127.0.0.1", "--port", String(p), ...extra],
+    available: () => (microadjustHelp() ? null : "`.venv/bin/microadjust serve --help` does not run yet"),
+  },
+};
+
+// --- one measurement ------------------------------------------------------------------------
+
+function loadgen(port, proto, args, onLine) {
+  const url = `ws://127.0.0.1:${port}/v1/stream?site=demo&v=1`;
+  const child = spawn("taskset", ["-c", CLIENT_CPU, "node", path.join(BENCH, "loadgen.mjs"), "--url", url,
+    "--origin", `http://127.0.0.1:${port}`, "--proto", proto, ...args], { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] });
+  let result = null;
+  let stderr = "";
+  child.stderr.on("data", (d) => { stderr += d; });
+  readline.createInterface({ input: child.stdout }).on("line", (line) => {
+    if (line.startsWith("RESULT ")) result = JSON.parse(line.slice(7));
+    else onLine?.(line, child);
+  });
+  return new Promise((resolve) => child.once("exit", (code) => resolve({ code, result, stderr: stderr.slice(-2000) })));
+}
+
+async function measure(serverKey, scenario, extraServerArgs = [], withRedis = null) {
+  const def = SERVERS[serverKey];
+  const port = await freePort();
+  const name = `${serverKey}${withRedis ? "-redis" : ""}-${scenario}`;
+  const server = start(name, def.cmd(port, extraServerArgs), def.env?.(port) ?? {});
+  const row = { server: serverKey, scenario, redis: Boolean(withRedis), log: path.relative(ROOT, server.logFile) };
+  try {
+    if (!(await waitPort(port, 30000))) return { ...row, error: `did not listen on ${port} within 30 s (see ${row.log})` };
+    await sleep(500);
+    const pids = { server: server.pid, ...(withRedis ? { redis: withRedis.pid } : {}) };
+    let a = null;
+    let b = null;
+    const rss = {};
+    let lgArgs;
+    if (scenario === "throughput") {
+      lgArgs = ["--scenario", "throughput", "--conns", SIZE.thrConns, "--duration", SIZE.thrDur, "--warmup", SIZE.thrWarm];
+    } else if (scenario === "latency") {
+      lgArgs = ["--scenario", "latency", "--conns", SIZE.latConns, "--rate", SIZE.latRate, "--duration", SIZE.latDur, "--warmup", SIZE.latWarm];
+    } else {
+      // Warm the server up (lazy imports, first-connection allocations) before the baseline.
+      await loadgen(port, def.proto, ["--scenario", "idle", "--conns", 50, "--hold", 0.2, "--seed", 7]);
+      await sleep(1000);
+      rss.baseline_kb = rssKb(server.pid);
+      lgArgs = ["--scenario", "idle", "--conns", SIZE.idleConns, "--control", "stdin", "--connect-rate", 2000];
+    }
+    const lg = loadgen(port, def.proto, lgArgs.map(String), async (line, child) => {
+      if (line.startsWith("MARK measure_start")) a = sample({ ...pids, client: child.pid });
+      else if (line.startsWith("MARK measure_end")) b = sample({ ...pids, client: child.pid });
+      else if (line.startsWith("READY ")) {
+        await sleep(1500); // let the server settle (buffers freed, GC) before reading RSS
+        rss[`${line.split(" ")[1]}_kb`] = rssKb(server.pid);
+        child.stdin.write("next\n");
+      }
+    });
+    const { code, result, stderr } = await lg;
+    if (!result) return { ...row, error: `loadgen exited ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}` };
+    Object.assign(row, result, a && b ? cpuBetween(a, b) : {});
+    row.server_peak_rss_kb = rssKb(server.pid, "VmHWM");
+    if (scenario === "idle") {
+      Object.assign(row, rss);
+      const n = result.connected || 1;
+      if (rss.connected_kb && rss.baseline_kb) row.idle_kb_per_conn = Math.round(((rss.connected_kb - rss.baseline_kb) / n) * 10) / 10;
+      if (rss.viewed_kb && rss.baseline_kb) row.viewed_kb_per_conn = Math.round(((rss.viewed_kb - rss.baseline_kb) / n) * 10) / 10;
+    }
+    if (server.exitCode !== null) row.error = `server exited with ${server.exitCode} during the run (see ${row.log})`;
+    return row;
+  } finally {
+    await stop(server);
+  }
+}
+
+// --- scenarios that need more than the loadgen --------------------------------------------
+
+async function redisRows() {
+  const help = microadjustHelp();
+  if (!help) return [{ server: "microadjust", scenario: "redis", skipped: "microadjust is not runnable yet" }];
+  if (!help.includes("--redis")) {
+    return [{ server: "microadjust", scenario: "redis", skipped: "`microadjust serve` has no --redis option yet (a later issue); Redis mode not measured" }];
+  }
+  const rows = [];
+  for (const scenario of ["throughput", "latency"]) {
+    const rport = await freePort();
+    // A private Redis on the server's core: "per core" includes the store the server needs.
+    const redis = start(`redis-${scenario}`, ["redis-server", "--port", String(rport), "--bind", "127.0.0.1",
+      "--save", "", "--appendonly", "no", "--protected-mode", "yes"]);
+    try {
+      if (!(await waitPort(rport, 10000))) {
+        rows.push({ server: "microadjust", scenario, redis: true, error: "private redis-server did not start" });
+        continue;
+      }
+      rows.push(await measure("microadjust", scenario, ["--redis", `redis://127.0.0.1:${rport}/0`], redis));
+    } finally {
+      await stop(redis);
+    }
+  }
+  return rows;
+}
+
+async function pixelRows() {
+  if (!microadjustHelp()) return [{ server: "microadjust", scenario: "pixel", skipped: "microadjust is not runnable yet" }];
+  const port = await freePort();
+  const server = start("microadjust-pixel", SERVERS.microadjust.cmd(port));
+  try {
+    if (!(await waitPort(port, 30000))) return [{ server: "microadjust", scenario: "pixel", error: "server did not listen" }];
+    const child = spawn("taskset", ["-c", CLIENT_CPU, "node", path.join(BENCH, "pixel.mjs"), "--base", `http://127.0.0.1:${port}`,
+      "--hovers", String(SIZE.hovers)], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.stderr.on("data", (d) => { err += d; });
+    const code = await new Promise((resolve) => child.once("exit", resolve));
+    const line = out.split("\n").find((l) => l.startsWith("RESULT "));
+    if (!line) return [{ server: "microadjust", scenario: "pixel", error: `pixel.mjs exited ${code}: ${err.trim().split("\n").slice(-3).join(" | ")}` }];
+    const r = JSON.parse(line.slice(7));
+    return [{ server: "microadjust", scenario: "pixel", ...r }];
+  } finally {
+    await stop(server);
+  }
+}
+
+// --- report ---------------------------------------------------------------------------------
+
+const fmt = (x, d = 1) => (x === null || x === undefined ? "–" : !Number.isFinite(x) ? "∞" : x.toFixed(d));
+const ratio = (a, b) => (a && b ? a / b : null);
+
+function table(rows) {
+  const get = (srv, sc, redis = false) => rows.find((r) => r.server === srv && r.scenario === sc && Boolean(r.redis) === redis && !r.error && !r.skipped);
+  const floorThr = get("node", "throughput")?.batches_per_s;
+  const floorP99 = get("node", "latency")?.latency_ms?.p99;
+  const lines = [
+    "| server | batches/s (events/s) | x floor | server CPU % | client CPU % | p50 ms | p99 ms | p99.9 ms | p99 x floor | unacked | idle KB/conn | +view KB/conn |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ];
+  const keys = [...servers.map((s) => [s, false]), ...(scenarios.includes("redis") ? [["microadjust", true]] : [])];
+  for (const [srv, redis] of keys) {
+    const t = get(srv, "throughput", redis);
+    const l = get(srv, "latency", redis);
+    const i = redis ? null : get(srv, "idle");
+    if (!t && !l && !i) continue;
+    const lat = l?.latency_ms ?? {};
+    lines.push(`| ${SERVERS[srv].label}${redis ? " + Redis" : ""} | ${t ? `${t.batches_per_s} (${t.events_per_s})` : "–"} | ${fmt(ratio(t?.batches_per_s, floorThr), 2)} | ` +
+      `${fmt(t?.server_cpu_pct)} / ${fmt(l?.server_cpu_pct)} | ${fmt(t?.client_cpu_pct)} / ${fmt(l?.client_cpu_pct)} | ` +
+      `${fmt(lat.p50, 2)} | ${fmt(lat.p99, 2)} | ${fmt(lat.p999, 2)} | ${fmt(ratio(lat.p99, floorP99), 2)} | ${l ? l.unacked : "–"} | ` +
+      `${fmt(i?.idle_kb_per_conn)} | ${fmt(i?.viewed_kb_per_conn)} |`);
+  }
+  const notes = rows.filter((r) => r.error || r.skipped).map((r) => `- ${r.server} ${r.scenario}${r.redis ? " (redis)" : ""}: ${r.error ? `ERROR ${r.error}` : `skipped: ${r.skipped}`}`);
+  const px = rows.find((r) => r.scenario === "pixel" && !r.error && !r.skipped);
+  if (px) lines.push("", `event-to-pixel (Chromium, ${px.samples} patches over ${px.hovers} hovers): p50 ${fmt(px.p50, 1)} ms, p99 ${fmt(px.p99, 1)} ms, max ${fmt(px.max, 1)} ms`);
+  const errs = rows.filter((r) => r.errors && Object.keys(r.errors).length).map((r) => `- ${r.server} ${r.scenario}: server errors ${JSON.stringify(r.errors)}`);
+  const drops = rows.filter((r) => (r.connectFailed || r.closedEarly) ).map((r) => `- ${r.server} ${r.scenario}: ${r.connectFailed} failed to connect, ${r.closedEarly} closed early ${JSON.stringify(r.closeCodes)}`);
+  return [...lines, "", "CPU columns: throughput / latency scenario. Cores busy in total (all processes, the machine is shared) are in the JSON.", ...notes, ...errs, ...drops].join("\n");
+}
+
+function goals(rows) {
+  const get = (srv, sc) => rows.find((r) => r.server === srv && r.scenario === sc && !r.redis && !r.error && !r.skipped);
+  const m = { t: get("microadjust", "throughput"), l: get("microadjust", "latency"), i: get("microadjust", "idle") };
+  const n = { t: get("node", "throughput"), l: get("node", "latency") };
+  const out = [];
+  const verdict = (ok) => (ok === null ? "not measured" : ok ? "MET" : "NOT MET");
+  const thrOk = m.t && n.t ? m.t.batches_per_s >= 0.5 * n.t.batches_per_s &&
+    ["socketio", "uvicorn"].every((s) => !get(s, "throughput") || m.t.batches_per_s > get(s, "throughput").batches_per_s) : null;
+  out.push(`- throughput >= 0.5x floor and ahead of Socket.IO and uvicorn: ${verdict(thrOk)}`);
+  const p99Ok = m.l && n.l ? m.l.latency_ms.p99 <= 1.5 * n.l.latency_ms.p99 : null;
+  out.push(`- p99 <= 1.5x floor p99: ${verdict(p99Ok)}`);
+  out.push(`- p99.9 <= 15 ms: ${verdict(m.l ? m.l.latency_ms.p999 <= 15 : null)}`);
+  out.push(`- idle <= 12 KB/connection: ${verdict(m.i?.idle_kb_per_conn !== undefined ? m.i.idle_kb_per_conn <= 12 : null)}`);
+  const px = rows.find((r) => r.scenario === "pixel" && !r.error && !r.skipped);
+  out.push(`- event-to-pixel p99 <= 20 ms: ${verdict(px ? px.p99 <= 20 : null)}`);
+  return out.join("\n");
+}
+
+function machine() {
+  const cpuinfo = fs.readFileSync("/proc/cpuinfo", "utf8");
+  const model = cpuinfo.match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
+  const ver = (cmd, args) => {
+    const r = spawnSync(cmd, args, { cwd: ROOT, timeout: 20000 });
+    return r.status === 0 ? r.stdout.toString().trim() : null;
+  };
+  const pyv = ver(path.join(VENV, "python"), ["-c",
+    "import sys, importlib.metadata as m; print(sys.version.split()[0], *[f'{p}={m.version(p)}' for p in ('uvicorn','websockets','starlette','ujson')])"]);
+  const npmv = (p) => { try { return JSON.parse(fs.readFileSync(path.join(ROOT, "node_modules", p, "package.json"))).version; } catch { return null; } };
+  return {
+    cpus: os.cpus().length, model, kernel: os.release(), node: process.version, python: pyv,
+    ws: npmv("ws"), socketio: npmv("socket.io"), redis: ver("redis-server", ["--version"]),
+    loadavg_at_start: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    server_cpu: SERVER_CPU, client_cpu: CLIENT_CPU,
+  };
+}
+
+async function main() {
+  const mach = machine();
+  log(`machine: ${mach.cpus} cores, ${mach.model}; load average ${mach.loadavg_at_start.join(" ")} (shared machine)`);
+  if (mach.cpus < 2) log("fewer than 2 cores: server and client share one core; figures are not comparable");
+  const rows = [];
+  for (const scenario of scenarios) {
+    if (scenario === "redis") { rows.push(...(await redisRows())); continue; }
+    if (scenario === "pixel") { rows.push(...(await pixelRows())); continue; }
+    for (const srv of servers) {
+      const why = SERVERS[srv].available?.();
+      if (why) {
+        rows.push({ server: srv, scenario, skipped: why });
+        log(`${srv} ${scenario}: skipped (${why})`);
+        continue;
+      }
+      log(`${srv} ${scenario} ...`);
+      const row = await measure(srv, scenario);
+      rows.push(row);
+      log(`${srv} ${scenario}: ${row.error ?? (scenario === "idle" ? `${row.idle_kb_per_conn} KB/conn` : `${row.batches_per_s} batches/s, p99 ${row.latency_ms?.p99} ms, server ${row.server_cpu_pct}% client ${row.client_cpu_pct}%`)}`);
+    }
+  }
+  const doc = { when: new Date().toISOString(), quick: QUICK, size: SIZE, command: `bench/run ${argv.join(" ")}`.trim(), machine: mach, rows };
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const file = path.join(RESULTS, `bench-${doc.when.replace(/[:.]/g, "-")}.json`);
+  fs.writeFileSync(file, JSON.stringify(doc, null, 2));
+  fs.writeFileSync(path.join(RESULTS, "latest.json"), JSON.stringify(doc, null, 2));
+  console.log(table(rows));
+  console.log("\nGoals (issue 6):\n" + goals(rows));
+  console.log(`\nJSON: ${path.relative(ROOT, file)}`);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
