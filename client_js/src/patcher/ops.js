@@ -10,11 +10,15 @@
 import { notify } from "./notify.js";
 
 const tokens = (s) => (s || "").split(/\s+/).filter(Boolean).sort() + "";
+// The class and style attributes as the page wrote them, before any patch touched the element,
+// so that the last of several patches to be reverted can give back the exact original.
+const original = new WeakMap();
+const first = (el) => original.get(el) || original.set(el, [el.getAttribute("class"), el.hasAttribute("style")]).get(el);
 
 function klass(el, op) {
   const add = op.op == "addClass";
   const had = el.classList.contains(op.class);
-  const attr = el.getAttribute("class");
+  const [attr] = first(el);
   el.classList.toggle(op.class, add);
   return {
     holds: () => el.classList.contains(op.class) == add,
@@ -63,7 +67,7 @@ export function write(op, el, ctx) {
       const { prop } = op;
       const prev = s.getPropertyValue(prop);
       const priority = s.getPropertyPriority(prop);
-      const created = !el.hasAttribute("style");
+      const created = !first(el)[1];
       s.setProperty(prop, op.value);
       const got = s.getPropertyValue(prop);
       return {
