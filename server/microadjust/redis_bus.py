@@ -164,8 +164,6 @@ class RedisBus:
     async def start(self) -> None:
         """Subscribe and start the presence refresher; returns once subscribed."""
         loop = asyncio.get_running_loop()
-        if self.cluster:
-            await self.client.initialize()  # pub/sub routing needs the slot map first
         self._tasks = [
             loop.create_task(self._listen(sharded=False)),
             loop.create_task(self._refresh_presence()),
@@ -258,25 +256,39 @@ class RedisBus:
         check_id(sid, "session id")
         raw = [ujson.dumps(m, ensure_ascii=False) for m in messages]
         started = time.perf_counter()
-        pids = await self._publish(
-            keys=[outbox_key(vid, sid), presence_key(vid)],
-            args=[int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms, self.process_id, *raw],
-        )
-        metrics.REDIS_RTT_SECONDS.labels("publish").observe(time.perf_counter() - started)
-        if pids and messages:
-            await self._send(pids, {"k": "msgs", "vid": vid, "sid": sid, "msgs": messages})
+        try:
+            pids = await self._publish(
+                keys=[outbox_key(vid, sid), presence_key(vid)],
+                args=[int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms,
+                      self.process_id, *raw],
+            )
+            metrics.REDIS_RTT_SECONDS.labels("publish").observe(time.perf_counter() - started)
+            if pids and messages:
+                await self._send(pids, {"k": "msgs", "vid": vid, "sid": sid, "msgs": messages})
+        except REDIS_DOWN_ERRORS as exc:
+            # Local sockets were served by the caller; a reconnect finds the gap (resume says
+            # incomplete) rather than the caller failing the batch.
+            metrics.REDIS_ERRORS.labels("publish").inc()
+            log.warning("publish to other processes failed: %s", exc)
+            return 0
         return len(pids)
 
     async def nudge(self, vid: str) -> int:
         """Tell the other processes holding `vid` that its visitor profile part changed."""
         # The publish script with no messages only reads presence; the outbox key is unused
         # (passed so that the script's keys stay the same shape, all in the visitor's slot).
-        pids = await self._publish(
-            keys=[outbox_key(vid, "_"), presence_key(vid)],
-            args=[int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms, self.process_id],
-        )
-        if pids:
-            await self._send(pids, {"k": "nudge", "vid": vid})
+        try:
+            pids = await self._publish(
+                keys=[outbox_key(vid, "_"), presence_key(vid)],
+                args=[int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms,
+                      self.process_id],
+            )
+            if pids:
+                await self._send(pids, {"k": "nudge", "vid": vid})
+        except REDIS_DOWN_ERRORS as exc:
+            metrics.REDIS_ERRORS.labels("nudge").inc()
+            log.warning("nudge failed: %s", exc)
+            return 0
         return len(pids)
 
     async def _send(self, pids: list[str], payload: dict[str, Any]) -> None:
@@ -299,7 +311,13 @@ class RedisBus:
         """
         check_id(vid, "visitor id")
         check_id(sid, "session id")
-        current, raw = await self._resume(keys=[outbox_key(vid, sid), session_key(vid, sid)])
+        try:
+            current, raw = await self._resume(keys=[outbox_key(vid, sid), session_key(vid, sid)])
+        except REDIS_DOWN_ERRORS as exc:
+            metrics.REDIS_ERRORS.labels("resume").inc()
+            metrics.RESUMES.labels("incomplete").inc()
+            log.warning("resume unavailable: %s", exc)
+            return Resume(messages=[], complete=False, pseq=last_pseq)
         current = int(current)
         by_pseq: dict[int, dict[str, Any]] = {}
         for item in raw:
@@ -375,6 +393,8 @@ class RedisBus:
         while True:
             pubsub = None
             try:
+                if self.cluster:
+                    await self.client.initialize()  # pub/sub routing needs the slot map first
                 pubsub = self.client.pubsub()
                 if sharded:
                     await pubsub.ssubscribe(self.channel)
@@ -436,3 +456,42 @@ async def _quietly(awaitable) -> None:
         await awaitable
     except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
         pass
+
+
+@dataclass
+class RedisMode:
+    """The three Redis adapters of one server process, built from one URL (`--redis`)."""
+
+    store: Any  # store.redis.RedisStore
+    bus: RedisBus
+    log: Any  # redis_log.RedisEventLog
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Drain order: flush the store's buffered writes first, then leave presence."""
+        await self.store.close(timeout=timeout)
+        await self.bus.close()
+        await self.log.close()
+
+
+async def open_redis_mode(
+    url: str, *, cluster: bool | None = None, retention_s: int | None = None,
+    process_id: str | None = None,
+) -> RedisMode:
+    """Connect store, bus and log to `url` and start the bus (subscriptions, presence).
+
+    Errors in the URL raise ValueError at once. An unreachable Redis does not prevent start-up:
+    the store starts degraded (`ready()` False) and the bus keeps retrying its subscription.
+    """
+    from .redis_log import RedisEventLog  # noqa: PLC0415 - keeps this module's imports small
+    from .store.redis import RedisStore  # noqa: PLC0415
+
+    store_kwargs = {} if retention_s is None else {"retention_s": retention_s}
+    store = RedisStore(url, cluster=cluster, **store_kwargs)
+    bus = RedisBus(url, cluster=cluster, process_id=process_id)
+    log_ = RedisEventLog(url, cluster=cluster)
+    bus.on_erase = store.forget_visitor
+    try:
+        await bus.start()
+    except (asyncio.TimeoutError, *REDIS_DOWN_ERRORS) as exc:
+        log.warning("redis not reachable at start-up; running degraded until it is: %s", exc)
+    return RedisMode(store=store, bus=bus, log=log_)

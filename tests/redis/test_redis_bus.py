@@ -177,3 +177,31 @@ async def test_an_erasure_is_announced_to_every_other_process(two_processes):
     b.on_erase = erased
     await a.publish_erase(VID)
     assert await erased.wait(1) == [(VID,)]
+
+
+async def test_with_redis_down_the_bus_degrades_instead_of_raising(stopped_redis):
+    bus = RedisBus(stopped_redis.url, process_id="proc-alone")
+    await bus.join(VID)  # presence is retried by the refresher once Redis is back
+    assert await bus.publish(VID, SID, [patch(1)]) == 0
+    assert await bus.nudge(VID) == 0
+    result = await bus.resume(VID, SID, 3)
+    assert result.messages == [] and not result.complete and result.pseq == 3
+    await bus.close()
+
+
+async def test_redis_mode_erasure_reaches_the_other_processes_cache(redis_url):
+    from microadjust.redis_bus import open_redis_mode
+
+    one = await open_redis_mode(redis_url, process_id="proc-one")
+    two = await open_redis_mode(redis_url, process_id="proc-two")
+    snap = await two.store.load(VID, SID)
+    await two.store.commit(VID, SID, snap, {"v": {"x": 1}, "s": {}}, 1, 0, [])
+    assert (VID, SID) in two.store._scache
+    await one.store.erase_visitor(VID)
+    await one.bus.publish_erase(VID)
+    deadline = asyncio.get_running_loop().time() + 2
+    while (VID, SID) in two.store._scache:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    await one.close()
+    await two.close()
