@@ -74,7 +74,7 @@ export interface Microadjust {
    * Receive the patches for `slot` instead of the default DOM application (status `delegated`).
    * Returns the function that unsubscribes.
    */
-  subscribe(slot: string, callback: (patch: Patch, message: PatchMessage) => void): () => void;
+  subscribe(slot: string, callback: (patch: Patch) => void): () => void;
   /** A custom or goal event (`add_to_cart`, `purchase`); false when invalid or not consented. */
   track(name: string, props?: TrackProps): boolean;
   /** Sends the pending events now. */
