@@ -112,11 +112,24 @@ def test_rules_are_indexed_by_the_features_they_read():
 
 
 def test_reading_an_event_feature_makes_a_rule_fire_per_event_of_any_kind():
-    ruleset = compile_rules({"rules": [rule(id="e", when={"==": [{"var": "event.item"}, "p1"]})]})
+    ruleset = compile_rules({"rules": [rule(id="e", when={">=": [{"var": "event.dur"}, 100]})]})
     assert {k: [r.id for r in rules] for k, rules in ruleset.by_kind.items()} == {
         k: ["e"] for k in ("view", "hover", "scroll", "dwell", "click", "custom")
     }
     assert ruleset.state_rules == []
+
+
+def test_event_rule_requiring_a_literal_value_is_only_looked_at_for_that_value():
+    doc = {"rules": [
+        rule(id="p1-only", on=["click"], when={"and": [{"==": [{"var": "event.item"}, "p1"]}, {"!": [{"var": "event.rage"}]}]}),
+        rule(id="signup", on=["custom"], when={"==": ["signup", {"var": "event.name"}]}),
+        rule(id="any-click", on=["click"], when={"!!": [{"var": "event.item"}]}),
+    ]}
+    ruleset = compile_rules(doc)
+    assert [r.id for r in ruleset.event_rules({"k": "click", "item": "p1"})] == ["p1-only", "any-click"]
+    assert [r.id for r in ruleset.event_rules({"k": "click", "item": "p2"})] == ["any-click"]
+    assert [r.id for r in ruleset.event_rules({"k": "custom", "name": "signup"})] == ["signup"]
+    assert [r.id for r in ruleset.event_rules({"k": "custom", "name": "purchase"})] == []
 
 
 def test_on_limits_an_event_rule_to_the_named_kinds():

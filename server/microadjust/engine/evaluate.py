@@ -165,7 +165,7 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
                 ev = dict(event, tags=tags)
         apply_event(work, ev, now, hl, update)
         cause = event.get("seq", 0) if isinstance(event.get("seq"), int) else 0
-        rules = ruleset.by_kind.get(ev.get("k"), ())
+        rules = ruleset.event_rules(ev)
         if rules:
             ctx = Context(work, now, hl, ev)
             for rule in rules:

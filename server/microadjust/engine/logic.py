@@ -21,12 +21,17 @@ ARITH = ("+", "-", "*", "/", "%", "min", "max")
 OPERATORS = ("var", "and", "or", "!", "!!", "if", "?:", "in") + EQUAL + COMPARE + ARITH
 
 
+_NUMBER = (int, float)
+
+
 def _num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    # type() rather than isinstance(): bool is an int subclass and must not compare as a number.
+    return type(x) in _NUMBER
 
 
 def _comparable(a, b) -> bool:
-    return (_num(a) and _num(b)) or (isinstance(a, str) and isinstance(b, str))
+    ta, tb = type(a), type(b)
+    return (ta in _NUMBER and tb in _NUMBER) or (ta is str and tb is str)
 
 
 def _equal(a, b) -> bool:

@@ -154,6 +154,10 @@ class RuleSet:
         self.by_id = {r.id: r for r in rules}
         self.by_feature: dict[str, list[Rule]] = {}
         self.by_kind: dict[str, list[Rule]] = {k: [] for k in EVENT_KINDS}
+        # Event rules whose condition requires `event.<field> == "literal"` are only looked at
+        # for events carrying that value: (kind, field, value) -> rules. `by_kind` keeps the rest.
+        self.by_event_value: dict[tuple, list[Rule]] = {}
+        self.event_fields: dict[str, tuple[str, ...]] = {k: () for k in EVENT_KINDS}
         self.clock_rules: list[Rule] = []
         self.state_rules: list[Rule] = []
         for rule in rules:
@@ -161,7 +165,13 @@ class RuleSet:
                 continue
             if rule.event_bound:
                 for kind in rule.on:
-                    self.by_kind[kind].append(rule)
+                    if rule.event_key is None:
+                        self.by_kind[kind].append(rule)
+                    else:
+                        field, value = rule.event_key
+                        self.by_event_value.setdefault((kind, field, value), []).append(rule)
+                        if field not in self.event_fields[kind]:
+                            self.event_fields[kind] += (field,)
                 continue
             self.state_rules.append(rule)
             if rule.clock:
@@ -169,12 +179,48 @@ class RuleSet:
             for name in rule.reads:
                 self.by_feature.setdefault(name, []).append(rule)
 
+    def event_rules(self, event: dict) -> list[Rule]:
+        """The event rules that can match `event`, in file order."""
+        kind = event.get("k")
+        rules = self.by_kind.get(kind, ())
+        fields = self.event_fields.get(kind, ())
+        if not fields:
+            return rules
+        keyed = list(rules)
+        for field in fields:
+            value = event.get(field)
+            if isinstance(value, str):
+                keyed.extend(self.by_event_value.get((kind, field, value), ()))
+        if len(keyed) > len(rules):
+            keyed.sort(key=lambda r: r.order)
+        return keyed
+
     def __len__(self) -> int:
         return len(self.rules)
 
     @property
     def ids(self) -> list[str]:
         return [r.id for r in self.rules]
+
+
+INDEXED_EVENT_FIELDS = ("item", "slot", "name", "el", "url")
+
+
+def _event_key(when) -> tuple[str, str] | None:
+    """(field, value) when `when` cannot hold unless event.<field> == value (a literal string)."""
+    conjuncts = when["and"] if isinstance(when, dict) and isinstance(when.get("and"), list) and len(when) == 1 else [when]
+    for node in conjuncts:
+        if not (isinstance(node, dict) and len(node) == 1):
+            continue
+        op, args = next(iter(node.items()))
+        if op not in ("==", "===") or not isinstance(args, list) or len(args) != 2:
+            continue
+        for a, b in (args, args[::-1]):
+            if isinstance(a, dict) and list(a) == ["var"] and isinstance(a["var"], str) and isinstance(b, str):
+                field = a["var"][len("event."):] if a["var"].startswith("event.") else None
+                if field in INDEXED_EVENT_FIELDS:
+                    return field, b
+    return None
 
 
 def _ms(rule: dict, key: str, path: str, errors: list, default: int | None):
@@ -353,6 +399,7 @@ def _compile_rule(raw, i: int, settings: dict, errors: list, seen: dict) -> Rule
         cooldown=cooldown, max_per_session=max_per_session, min_display=min_display,
         hysteresis=hysteresis, revert=revert, target=target, ops=ops, rank=rank, ttl=ttl,
         experiment=experiment, reads=sorted(reads.names), features=sorted(reads.docs),
+        event_key=_event_key(raw["when"]) if event_bound else None,
         clock=any(is_clock(d) for d in reads.docs),
     )
 
