@@ -163,7 +163,6 @@ export function createPatcher({ report, root = document, win = window, now = () 
     schedule((painted) => {
       if (old) undo(old); // §5: a new patch under a known id replaces the old one
       if (live.get(patch.id) != rec) return; // reverted or replaced before this frame
-      installStyles(root, win);
       const els = resolve(patch.target);
       let why = els.map ? "" : els;
       try {
@@ -177,6 +176,7 @@ export function createPatcher({ report, root = document, win = window, now = () 
         return painted.push([rec, els.map ? "failed" : "refused", t0, why]);
       }
       rec.on = 1;
+      installStyles(root, win); // in the same frame as the writes, so nothing renders unstyled
       armTtl(rec);
       painted.push([rec, "applied", t0]);
     });
