@@ -140,10 +140,15 @@ export function init(options, scriptSrc) {
     const r = (run = { transport, batcher, vid, sid, pseq: get(SESSION, K_PSEQ) || 0, cleanups, items: null, emit: ctx.emit });
 
     // §3.2: on hide, every unacked event goes out by beacon too (same seq: the server dedupes).
+    // visibilitychange and pagehide often come together: one beacon for the same events.
+    let beaconed = 0;
     function hide() {
       hides.forEach((fn) => fn());
       batcher.flush();
-      const bodies = batcher.beaconBodies({ site: cfg.site, vid, sid });
+      const st = batcher.stats();
+      if (!st.pending || st.seq === beaconed) return;
+      beaconed = st.seq;
+      const bodies = batcher.beaconBodies({ site: cfg.site, vid, sid, consent: "granted" });
       for (const body of bodies) {
         let ok = false;
         try {
