@@ -1,7 +1,7 @@
 """The Python peer: a minimal Starlette WebSocket endpoint, run on uvicorn with default settings.
 
 It is what a FastAPI/Starlette team gets without tuning: uvicorn's default WebSocket
-implementation (`--ws auto`, i.e. the `websockets` legacy protocol), uvicorn's default
+implementation (`--ws auto`, which in uvicorn 0.54 is `websockets-sansio` when websockets is installed), uvicorn's default
 permessage-deflate (on, negotiated when the client offers it, as browsers do), the standard
 library's json, and no gc tuning. The per-message work is bench/peers/floor_logic.py, the same
 logic as the Node floor.
