@@ -161,3 +161,16 @@ def test_any_valid_stream_yields_valid_patches_and_a_json_profile(stream):
         assert result["profile"]["s"]["adj"] <= 5
         json.dumps(result["profile"], allow_nan=False)
         profile = result["profile"]
+
+
+def test_damaged_stored_profile_is_repaired_not_fatal():
+    good = evaluate(None, [view(), {"k": "click", "ts": T, "seq": 2, "item": "p2"}], T, DEMO)["profile"]
+    damaged = copy.deepcopy(good)
+    damaged["s"]["active"] = ["not", "a", "dict"]
+    damaged["s"]["scroll"] = {"depth": "deep"}
+    damaged["v"]["recent"] = None
+    damaged["s"]["start"] = "yesterday"
+    result = evaluate(damaged, [{"k": "scroll", "ts": T, "seq": 3, "depth": 40, "speed": 200}], T + 1000, DEMO)
+    assert result["profile"]["s"]["scroll"]["depth"] == 40
+    assert result["profile"]["v"]["interest"] == good["v"]["interest"]  # what was intact is kept
+    assert evaluate("garbage", [], T, DEMO)["profile"] == evaluate(None, [], T, DEMO)["profile"]

@@ -153,3 +153,20 @@ def test_rule_that_would_render_an_xss_vector_is_rejected_at_load(vector):
     raw.update(extra)  # unknown patch-level fields (html=...) are unknown rule fields
     with pytest.raises(RuleSetError):
         compile_rules({"rules": [raw]})
+
+
+def test_validate_rules_returns_errors_instead_of_raising():
+    from microadjust.engine import validate_rules
+
+    assert validate_rules(DEMO) == []
+    assert validate_rules({"rules": [rule(id="a b")]})[0]["path"] == "rules[0].id"
+
+
+def test_describe_lists_rules_for_the_admin_api():
+    described = compile_rules(DEMO).describe()
+    assert described[0] == {
+        "id": "hover-emphasis", "description": DEMO["rules"][0]["description"], "priority": 10,
+        "kind": "event", "on": ["hover"], "features": ["event.dur", "event.item", "event.phase"],
+        "enabled": True, "experiment": None,
+    }
+    assert json.loads(json.dumps(described)) == described

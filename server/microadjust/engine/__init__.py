@@ -15,7 +15,7 @@ from .evaluate import evaluate, patch_id, rank_page_items
 from .features import FEATURES, snapshot
 from .patches import OPS, STYLE_PROPS, validate_patch
 from .profile import new_profile
-from .rules import RuleSet, RuleSetError, SETTINGS_DEFAULTS, compile_rules
+from .rules import RuleSet, RuleSetError, SETTINGS_DEFAULTS, compile_rules, validate_rules
 
 
 def feature_values(profile: dict | None, names, now: int, ruleset: RuleSet | None = None) -> dict:
@@ -34,6 +34,7 @@ __all__ = [
     "patch_id",
     "rank_page_items",
     "validate_patch",
+    "validate_rules",
     "FEATURES",
     "OPS",
     "STYLE_PROPS",

@@ -129,18 +129,43 @@ def copy_json(x):
     return x
 
 
+_TIME_KEYS = frozenset(("start", "last", "since", "added"))
+
+
+def _same_shape(default, value, key: str = "") -> bool:
+    if default is None:  # later a time (ms), a url or a [score, t] pair
+        if key in _TIME_KEYS:
+            return value is None or (isinstance(value, int) and not isinstance(value, bool))
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _fill(default: dict, value) -> dict:
+    """Missing parts (a profile stored by an older version, a new session) take their defaults;
+    a part of the wrong type (a damaged store entry) is reset rather than crashing every batch."""
+    if not isinstance(value, dict):
+        return default
+    for key, fresh in default.items():
+        if key not in value or not _same_shape(fresh, value[key], key):
+            value[key] = fresh
+        elif isinstance(fresh, dict) and fresh:
+            value[key] = _fill(fresh, value[key])
+    return value
+
+
 def normalise(profile: dict | None) -> dict:
-    """A working copy: missing parts (older stored profiles, a new session) are filled in."""
+    """A working copy of `profile` that evaluate() may change (the caller's stays untouched)."""
     if not profile:
         return new_profile()
     work = copy_json(profile)
-    v = work.get("v") or {}
-    s = work.get("s") or {}
-    for key, value in new_visitor().items():
-        v.setdefault(key, value)
-    for key, value in new_session().items():
-        s.setdefault(key, value)
-    work["v"], work["s"] = v, s
+    if not isinstance(work, dict):
+        return new_profile()
+    work["v"] = _fill(new_visitor(), work.get("v"))
+    work["s"] = _fill(new_session(), work.get("s"))
     return work
 
 

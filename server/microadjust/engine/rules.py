@@ -195,6 +195,22 @@ class RuleSet:
             keyed.sort(key=lambda r: r.order)
         return keyed
 
+    def describe(self) -> list[dict]:
+        """One plain-JSON summary per rule, for the admin API and the CLI."""
+        return [
+            {
+                "id": r.id,
+                "description": r.description,
+                "priority": r.priority,
+                "kind": "event" if r.event_bound else "state",
+                "on": list(r.on),
+                "features": list(r.features),
+                "enabled": r.enabled,
+                "experiment": r.experiment,
+            }
+            for r in self.rules
+        ]
+
     def __len__(self) -> int:
         return len(self.rules)
 
@@ -429,4 +445,13 @@ def compile_rules(doc) -> RuleSet:
     return RuleSet([r for r in rules if r is not None], settings, doc)
 
 
-__all__ = ["compile_rules", "RuleSet", "RuleSetError", "Rule", "render_value", "OPS"]
+def validate_rules(doc) -> list[dict]:
+    """The errors compile_rules would raise, or [] when the set is usable."""
+    try:
+        compile_rules(doc)
+    except RuleSetError as exc:
+        return exc.errors
+    return []
+
+
+__all__ = ["compile_rules", "validate_rules", "RuleSet", "RuleSetError", "Rule", "render_value", "OPS"]
