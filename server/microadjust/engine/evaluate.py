@@ -184,7 +184,8 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
     for name in update.changed:
         for rule in ruleset.by_feature.get(name, ()):
             due[rule.order] = rule
-    for rule in ruleset.clock_rules:
+    # After a page load every state rule gets a look: what still holds is applied to the new page.
+    for rule in ruleset.state_rules if update.new_page else ruleset.clock_rules:
         due[rule.order] = rule
     by_id = ruleset.by_id
     for rid in s["since"]:

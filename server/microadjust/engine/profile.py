@@ -197,6 +197,7 @@ class Update:
 
     def __init__(self) -> None:
         self.changed: set[str] = set()
+        self.new_page = False  # a view event: the client unloaded the page and every patch on it
 
 
 def _interest(work: dict, update: Update, kind: str, key: str, weight: float, now: int, hl: int) -> None:
@@ -361,6 +362,9 @@ def apply_event(work: dict, event: dict, now: int, half_life: int, update: Updat
                     entry["slot"] = it["slot"]
                 items.append(entry)
         s["page"] = {"url": event.get("url"), "since": now, "items": items}
+        # A page load discards every patch the old page had (PROTOCOL §5: ttl 0 = until unload).
+        s["active"] = {}
+        update.new_page = True
         # Scroll and read depth are per page (PROTOCOL §3.1: depth is the max % on this page).
         s["scroll"]["depth"] = 0
         s["read"] = 0
