@@ -1,0 +1,180 @@
+"""The `microadjust` command: `serve` the engine, `rules validate` a rules file.
+
+    microadjust serve [--demo] [--rules FILE] [--host 127.0.0.1] [--port 8000]
+                      [--site KEY=ORIGIN,...] [--admin-token T] [--data-dir D] [--log-level L]
+    microadjust rules validate FILE
+
+Errors a user can fix (missing file, bad JSON, a bad site spec, a broken rule set) print one
+message naming the problem and exit with status 1 (2 for wrong usage), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from .settings import Settings, SettingsError, admin_token_from_env, parse_sites
+
+DEMO_RULES = Path(__file__).parent / "demo" / "rules.json"
+
+
+class Server:
+    """uvicorn, configured per docs/SERVER.md, closing sockets with 1001 on shutdown (§7).
+
+    uvicorn would close open WebSockets with 1012 before the app's lifespan shutdown runs, so
+    the gateway's own shutdown is run first.
+    """
+
+    def __init__(self, app, settings: Settings, log_level: str = "info") -> None:
+        import uvicorn
+
+        gateway = app.state.gateway
+
+        class _Uvicorn(uvicorn.Server):
+            async def shutdown(self, sockets=None):
+                await gateway.shutdown()
+                await super().shutdown(sockets)
+
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,  # §1: not negotiated (tens of KB per connection)
+            ws_max_size=settings.limits.max_frame,  # 1009 for oversized frames (§7)
+            ws_ping_interval=None,  # the protocol has its own heartbeat (§6)
+            log_level=log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        self.uvicorn = _Uvicorn(config)
+
+    def run(self) -> None:
+        self.uvicorn.run()
+
+    async def serve(self) -> None:
+        await self.uvicorn.serve()
+
+
+def _fail(msg: str) -> int:
+    print(f"microadjust: {msg}", file=sys.stderr)
+    return 1
+
+
+def _load_rules_or_fail(path: Path):
+    from . import engine
+    from .rulebook import RulesFileError, read_rules_file
+
+    doc = read_rules_file(path)  # RulesFileError propagates to the caller
+    try:
+        engine.compile_rules(doc)
+    except engine.RuleSetError as exc:
+        return doc, exc.errors
+    return doc, []
+
+
+def cmd_rules_validate(args) -> int:
+    from .rulebook import RulesFileError
+
+    try:
+        doc, errors = _load_rules_or_fail(Path(args.file))
+    except RulesFileError as exc:
+        return _fail(str(exc))
+    if errors:
+        print(f"{args.file}: {len(errors)} problem(s):", file=sys.stderr)
+        for e in errors:
+            print(f"  {e['path'] or '(document)'}: {e['msg']}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK ({len(doc.get('rules', []))} rules)")
+    return 0
+
+
+def build_settings(args) -> Settings:
+    sites: dict[str, list[str]] = {}
+    for spec in args.site or []:
+        for key, origins in parse_sites(spec).items():
+            sites.setdefault(key, []).extend(origins)
+    if args.demo:
+        sites.setdefault("demo", []).extend([f"http://127.0.0.1:{args.port}", f"http://localhost:{args.port}"])
+    rules = Path(args.rules) if args.rules else None
+    if rules is None and args.demo:
+        rules = DEMO_RULES
+    return Settings(
+        host=args.host,
+        port=args.port,
+        sites=sites,
+        admin_token=args.admin_token or admin_token_from_env(),
+        rules_file=rules,
+        data_dir=Path(args.data_dir),
+        demo=args.demo,
+    )
+
+
+def cmd_serve(args) -> int:
+    from .app import create_app
+    from .rulebook import RulesFileError
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = build_settings(args)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    if not settings.sites:
+        return _fail("no site configured: pass --site KEY=ORIGIN (e.g. --site shop=https://shop.example) or --demo")
+    if settings.rules_file is not None:
+        try:
+            _, errors = _load_rules_or_fail(settings.rules_file)
+        except RulesFileError as exc:
+            return _fail(str(exc))
+        if errors:
+            lines = "\n".join(f"  {e['path'] or '(document)'}: {e['msg']}" for e in errors)
+            return _fail(f"rules file {settings.rules_file}: {len(errors)} problem(s):\n{lines}")
+        if args.demo and settings.rules_file == DEMO_RULES and not os.access(DEMO_RULES, os.W_OK):
+            settings.rules_file = None  # a read-only install: demo rules stay editable in memory only
+    if settings.demo and not settings.admin_token:
+        settings.admin_token = secrets.token_urlsafe(24)
+        print(f"microadjust: demo admin token (generated): {settings.admin_token}", flush=True)
+    try:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(f"data dir {settings.data_dir}: {exc.strerror}")
+    app = create_app(settings)
+    if settings.demo:
+        print(f"microadjust: demo shop on http://{settings.host}:{settings.port}/", flush=True)
+    Server(app, settings, args.log_level.lower()).run()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="microadjust", description="Real-time micro-adjustments of web pages.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the server")
+    s.add_argument("--demo", action="store_true", help="serve the demo shop with its rules (site 'demo')")
+    s.add_argument("--rules", metavar="FILE", help="rules JSON file (watched; admin API changes are written back)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--site", action="append", metavar="KEY=ORIGIN,...", help="a site and its page origins (repeatable)")
+    s.add_argument("--admin-token", metavar="T", help="bearer token of the admin API (default: $MICROADJUST_ADMIN_TOKEN)")
+    s.add_argument("--data-dir", default="data", metavar="D", help="event log directory (default ./data)")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=cmd_serve)
+    r = sub.add_parser("rules", help="rule set tools")
+    rsub = r.add_subparsers(dest="rules_command", required=True)
+    v = rsub.add_parser("validate", help="check a rules file; exit 1 with path errors")
+    v.add_argument("file")
+    v.set_defaults(func=cmd_rules_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

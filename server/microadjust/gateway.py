@@ -1,0 +1,563 @@
+"""The WebSocket endpoint `/v1/stream` (PROTOCOL.md), and the batch path it shares with the beacon.
+
+One `Connection` per socket runs a small state machine: AWAIT_HELLO -> OPEN -> CLOSING. It reads
+frames one at a time (so a connection's batches are processed in order), answers through a
+bounded outbound queue drained by a writer task (so a close is always sent after the messages
+queued before it), and never lets one client's bad input reach another: every failure ends in
+an error message or a documented close code for that connection only.
+
+`Ingest` is the one place a batch becomes stored events and patches: de-duplication by
+(session, seq) (§3), the pure engine, the store's compare-and-set commit with retries, and
+`pseq` numbering (§5). The socket and the HTTP beacon (§3.2) both call it, so both obey the
+same rules. The gateway depends on Starlette's WebSocket only, not on the ASGI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import metrics
+from . import protocol as P
+from .rulebook import Rulebook
+from .settings import Settings
+from .store import Store
+from .store.redis import StoreUnavailable
+
+log = logging.getLogger("microadjust.gateway")
+
+# Event-to-paint buckets (ms, upper bounds): one frame at 60 Hz is 16.7 ms; the product's goal
+# is "within milliseconds" after the network, so the interesting range is 5 ms .. 1 s.
+LATENCY_BUCKETS_MS = (5, 10, 16, 25, 33, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000)
+
+
+class CommitFailed(Exception):
+    """The batch could not be stored (conflicts exhausted or store unavailable); it is not acked."""
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+class Stats:
+    """What `/v1/admin/stats` shows: counters, the event-to-paint histogram, per-session counts."""
+
+    def __init__(self, max_sessions: int = 10_000) -> None:
+        self.connections = 0
+        self.connections_total = 0
+        self.events = 0
+        self.duplicates = 0
+        self.patches = 0
+        self.reverts = 0
+        self.beacons = 0
+        self.reports: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.recent: deque[float] = deque(maxlen=1000)
+        # Bounded (LRU): stats must not grow with the number of sessions ever seen.
+        self.sessions: OrderedDict[str, int] = OrderedDict()
+        self.max_sessions = max_sessions
+
+    def stored(self, sid: str, n: int, kinds: list[str]) -> None:
+        self.events += n
+        self.sessions[sid] = self.sessions.get(sid, 0) + n
+        self.sessions.move_to_end(sid)
+        while len(self.sessions) > self.max_sessions:
+            self.sessions.popitem(last=False)
+        for k in kinds:
+            metrics.EVENTS.labels(k).inc()
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        metrics.REJECTED_FRAMES.labels(reason).inc()
+
+    def applied(self, report: P.Applied) -> None:
+        self.reports[report.status] = self.reports.get(report.status, 0) + 1
+        metrics.PATCH_REPORTS.labels(report.status).inc()
+        if report.ms is None or report.status not in ("applied", "delegated"):
+            return
+        ms = float(report.ms)
+        i = 0
+        while i < len(LATENCY_BUCKETS_MS) and ms > LATENCY_BUCKETS_MS[i]:
+            i += 1
+        self.buckets[i] += 1
+        self.latency_sum += ms
+        self.latency_count += 1
+        self.recent.append(ms)
+        metrics.EVENT_TO_PIXEL_SECONDS.observe(ms / 1000)
+
+    def latency(self) -> dict[str, Any]:
+        recent = sorted(self.recent)
+
+        def pct(p: float) -> float | None:
+            return round(recent[min(len(recent) - 1, int(p * len(recent)))], 2) if recent else None
+
+        buckets, cum = [], 0
+        for le, n in zip([*LATENCY_BUCKETS_MS, "+Inf"], self.buckets):
+            cum += n
+            buckets.append({"le": le, "count": cum})
+        return {
+            "count": self.latency_count,
+            "mean_ms": round(self.latency_sum / self.latency_count, 2) if self.latency_count else None,
+            "p50_ms": pct(0.5),
+            "p95_ms": pct(0.95),
+            "max_ms": round(recent[-1], 2) if recent else None,
+            "buckets": buckets,  # cumulative, Prometheus style
+        }
+
+
+# ---------------------------------------------------------------------------- the batch path
+
+
+@dataclass
+class IngestResult:
+    ack: int
+    messages: list[dict[str, Any]] = field(default_factory=list)  # revert/patch messages with pseq
+    stored: int = 0
+
+
+class Ingest:
+    """Batch -> de-duplicate -> engine.evaluate -> store.commit (CAS retry) -> ack + patches."""
+
+    def __init__(self, store: Store, engine, rulebook: Rulebook, stats: Stats, retries: int = 8, clock=time.time) -> None:
+        self.store = store
+        self.engine = engine
+        self.rulebook = rulebook
+        self.stats = stats
+        self.retries = retries
+        self.clock = clock
+
+    async def batch(self, vid: str, sid: str, consent: str, batch: P.Batch) -> IngestResult:
+        if consent != "granted":
+            # §8: acknowledged so the tracker stops resending, but nothing is stored or evaluated.
+            return IngestResult(ack=batch.last)
+        return await self._run(vid, sid, batch)
+
+    async def tick(self, vid: str, sid: str) -> IngestResult | None:
+        """Re-evaluate time-based rules without events; None when nothing needed storing."""
+        return await self._run(vid, sid, None)
+
+    async def _run(self, vid: str, sid: str, batch: P.Batch | None) -> IngestResult | None:
+        for _ in range(self.retries):
+            snap = await self.store.load(vid, sid)
+            if batch is not None:
+                if batch.last <= snap.ack:
+                    self.stats.duplicates += batch.size
+                    return IngestResult(ack=snap.ack)  # §3: a resend is never counted twice
+                fresh = [e for e in batch.events if e["seq"] > snap.ack]
+                ack = batch.last
+            else:
+                fresh, ack = [], snap.ack
+            now = int(self.clock() * 1000)
+            t0 = time.perf_counter()
+            result = self.engine.evaluate(snap.profile, fresh, now, self.rulebook.ruleset, consent="granted")
+            metrics.DECISION_SECONDS.observe(time.perf_counter() - t0)
+            messages, pseq = self._number(result, snap.pseq)
+            if batch is None and not messages and P.encode(result["profile"]) == P.encode(snap.profile):
+                return None
+            try:
+                ok = await self.store.commit(vid, sid, snap, result["profile"], ack, pseq, fresh)
+            except StoreUnavailable as exc:
+                raise CommitFailed(str(exc)) from None
+            if ok:
+                if fresh:
+                    self.stats.stored(sid, len(fresh), [e["k"] for e in fresh])
+                return IngestResult(ack=ack, messages=messages, stored=len(fresh))
+        raise CommitFailed(f"session {sid}: {self.retries} compare-and-set conflicts in a row")
+
+    def _number(self, result: dict[str, Any], pseq: int) -> tuple[list[dict[str, Any]], int]:
+        """§5: one pseq per patch or revert message; reverts first so a replacement lands last."""
+        out: list[dict[str, Any]] = []
+        for pid in result.get("reverts", ()):
+            pseq += 1
+            out.append({"t": "revert", "pseq": pseq, "id": pid})
+        for patch in result.get("patches", ()):
+            errors = self.engine.validate_patch(patch)
+            if errors:
+                # The engine's own output broke the vocabulary: never send it (§5.1).
+                log.error("engine rendered an invalid patch %r: %s", patch.get("id"), errors)
+                continue
+            pseq += 1
+            out.append({"t": "patch", "pseq": pseq, "patch": patch})
+        return out, pseq
+
+
+# ---------------------------------------------------------------------------- connections
+
+
+class State(enum.Enum):
+    AWAIT_HELLO = "await_hello"
+    OPEN = "open"
+    CLOSING = "closing"
+
+
+@dataclass
+class _Close:
+    code: int
+    reason: str
+
+
+class Connection:
+    """One socket: its identity after hello, its limits' counters and its outbound queue."""
+
+    def __init__(self, ws: WebSocket, site: str, limits) -> None:
+        self.ws = ws
+        self.site = site
+        self.limits = limits
+        self.state = State.AWAIT_HELLO
+        self.vid = ""
+        self.sid = ""
+        self.consent = "pending"
+        self.bad = 0
+        self.tokens = float(limits.rate_burst)
+        self.refill_at = time.monotonic()
+        self.strikes: deque[float] = deque()
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=limits.write_queue)
+        self.writer: asyncio.Task | None = None
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                item = await self.queue.get()
+                if isinstance(item, _Close):
+                    await self.ws.close(item.code, item.reason)
+                    return
+                await self.ws.send_text(P.encode(item))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.state = State.CLOSING  # the peer is gone; the reader will see it too
+
+    def start_writer(self) -> None:
+        self.writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        """Queue a message from this connection's own loop (waits when the queue is full)."""
+        if self.state is not State.CLOSING:
+            await self.queue.put(msg)
+
+    def deliver(self, messages: list[dict[str, Any]]) -> None:
+        """Queue messages from elsewhere (beacon, bus); a consumer this far behind is closed."""
+        for msg in messages:
+            if self.state is State.CLOSING:
+                return
+            try:
+                self.queue.put_nowait(msg)
+            except asyncio.QueueFull:
+                log.warning("session %s: write queue full, closing", self.sid)
+                self.state = State.CLOSING
+                self.writer and self.writer.cancel()
+                asyncio.get_running_loop().create_task(self._force_close(P.CLOSE_INTERNAL_ERROR, "internal error"))
+                return
+
+    async def _force_close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.close(code, reason)
+        except (RuntimeError, OSError):
+            pass
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send everything queued, then the close frame (§7); idempotent."""
+        if self.state is State.CLOSING:
+            return
+        self.state = State.CLOSING
+        if self.writer is None:
+            await self._force_close(code, reason)
+            return
+        try:
+            self.queue.put_nowait(_Close(code, reason))
+        except asyncio.QueueFull:
+            self.writer.cancel()
+            await self._force_close(code, reason)
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.writer), timeout=2.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self.writer.cancel()
+            await self._force_close(code, reason)
+
+    def rate_ok(self) -> bool:
+        """Token bucket (limits.rate_per_s, limits.rate_burst)."""
+        now = time.monotonic()
+        self.tokens = min(self.limits.rate_burst, self.tokens + (now - self.refill_at) * self.limits.rate_per_s)
+        self.refill_at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def flooding(self) -> bool:
+        """A strike per rate-limited message; too many within the window means 4004 (§7)."""
+        now = time.monotonic()
+        self.strikes.append(now)
+        while self.strikes and now - self.strikes[0] > self.limits.flood_window_s:
+            self.strikes.popleft()
+        return len(self.strikes) > self.limits.flood_strikes
+
+
+class Registry:
+    """Live connections by visitor, so patches from elsewhere (beacon, a bus) reach the socket."""
+
+    def __init__(self) -> None:
+        self.by_visitor: dict[str, set[Connection]] = {}
+
+    def add(self, conn: Connection) -> None:
+        self.by_visitor.setdefault(conn.vid, set()).add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        conns = self.by_visitor.get(conn.vid)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_visitor[conn.vid]
+
+    def sessions(self, vid: str, sid: str) -> list[Connection]:
+        return [c for c in self.by_visitor.get(vid, ()) if c.sid == sid]
+
+    def deliver(self, vid: str, sid: str, messages: list[dict[str, Any]]) -> int:
+        conns = self.sessions(vid, sid)
+        for conn in conns:
+            conn.deliver(messages)
+        return len(conns)
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.by_visitor.values())
+
+    async def close_all(self, code: int = P.CLOSE_GOING_AWAY, reason: str = "going away") -> None:
+        conns = [c for cs in self.by_visitor.values() for c in cs]
+        await asyncio.gather(*(c.close(code, reason) for c in conns), return_exceptions=True)
+
+
+# ---------------------------------------------------------------------------- the endpoint
+
+
+class Gateway:
+    def __init__(self, settings: Settings, ingest: Ingest, stats: Stats, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.ingest = ingest
+        self.stats = stats
+        self.registry = registry or Registry()
+        self.shutting_down = False
+
+    async def shutdown(self) -> None:
+        """§7: close every socket with 1001 before the server goes away."""
+        self.shutting_down = True
+        await self.registry.close_all(P.CLOSE_GOING_AWAY, "going away")
+
+    async def endpoint(self, ws: WebSocket) -> None:
+        """The `/v1/stream` WebSocket endpoint (one call per connection)."""
+        site = ws.query_params.get("site", "")
+        origin = ws.headers.get("origin")
+        # §2.1 before accept: unknown site or foreign/missing Origin -> HTTP 403. Browsers send
+        # Origin on every upgrade and CORS does not apply to WebSockets, so this check is what
+        # refuses cross-site WebSocket hijacking.
+        if site not in self.settings.sites:
+            return await self._refuse(ws, "unknown_site", f"site {site[:64]!r} is not configured")
+        if not self.settings.origin_allowed(site, origin):
+            return await self._refuse(ws, "origin_not_allowed", f"origin {str(origin)[:128]!r} is not allowed for site {site!r}")
+        if self.shutting_down:
+            return await self._refuse(ws, "shutting_down", "server is shutting down", status=503)
+        await ws.accept()
+        conn = Connection(ws, site, self.limits)
+        conn.start_writer()
+        try:
+            await self._serve(conn)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("connection %s/%s failed", conn.vid, conn.sid)
+            await conn.close(P.CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            if conn.state is not State.CLOSING:
+                conn.state = State.CLOSING
+            if conn.vid and conn in self.registry.by_visitor.get(conn.vid, ()):
+                self.registry.remove(conn)
+                self.stats.connections -= 1
+                metrics.CONNECTIONS.dec()
+            if conn.writer is not None and not conn.writer.done():
+                conn.writer.cancel()
+
+    async def _refuse(self, ws: WebSocket, code: str, detail: str, status: int = 403) -> None:
+        self.stats.reject(code)
+        log.info("refused upgrade: %s", detail)
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(JSONResponse({"error": code, "detail": detail}, status_code=status))
+        else:
+            await ws.close(1008)  # the ASGI server answers a close before accept with HTTP 403
+
+    async def _receive(self, conn: Connection, timeout: float) -> Any:
+        """The next frame, decoded; None after a close it already sent. Raises TimeoutError."""
+        message = await asyncio.wait_for(conn.ws.receive(), timeout)
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text = message.get("text")
+        if text is None:
+            self.stats.reject("binary")
+            await conn.close(P.CLOSE_UNSUPPORTED_DATA, "binary frames not supported")  # §1
+            return None
+        # The ASGI server enforces the same bound (ws_max_size); this keeps the limit when it
+        # does not, and counts characters first because encoding is only needed near the edge.
+        if len(text) > self.limits.max_frame // 4 and len(text.encode("utf-8")) > self.limits.max_frame:
+            self.stats.reject("too_large")
+            await conn.close(P.CLOSE_TOO_LARGE, "frame too large")
+            return None
+        return text
+
+    async def _serve(self, conn: Connection) -> None:
+        v = conn.ws.query_params.get("v")
+        if v is not None and v != str(P.VERSION):
+            self.stats.reject("bad_version")
+            return await conn.close(P.CLOSE_BAD_VERSION, f"unsupported protocol version {v[:16]}; server speaks {P.VERSION}")
+        # §2.2: hello first, within the hello timeout.
+        try:
+            text = await self._receive(conn, self.limits.hello_timeout_s)
+        except asyncio.TimeoutError:
+            self.stats.reject("timeout")
+            return await conn.close(P.CLOSE_TIMEOUT, "timeout")
+        if text is None:
+            return
+        try:
+            t, hello = P.validate_client_message(P.decode(text), self.limits.max_batch)
+        except P.ProtocolError as exc:
+            self.stats.reject("bad_hello")
+            if exc.code == P.BAD_MESSAGE and isinstance(_peek_type(text), str) and _peek_type(text) == "hello":
+                return await conn.close(P.CLOSE_BAD_HELLO, _reason(f"bad hello: {exc.detail}"))
+            return await conn.close(P.CLOSE_BAD_HELLO, "expected hello")
+        if t != "hello":
+            self.stats.reject("bad_hello")
+            return await conn.close(P.CLOSE_BAD_HELLO, "expected hello")
+        if hello.site != conn.site:
+            self.stats.reject("site_mismatch")
+            return await conn.close(P.CLOSE_SITE_MISMATCH, "site mismatch")
+        conn.vid, conn.sid, conn.consent = hello.vid, hello.sid, hello.consent
+        snap = await self.ingest.store.load(conn.vid, conn.sid)
+        await conn.send({
+            "t": "welcome", "v": P.VERSION, "sid": conn.sid, "ack": snap.ack, "hb": self.limits.heartbeat_ms,
+            "limits": {"frame": self.limits.max_frame, "batch": self.limits.max_batch},
+        })
+        conn.state = State.OPEN
+        self.registry.add(conn)
+        self.stats.connections += 1
+        self.stats.connections_total += 1
+        metrics.CONNECTIONS.inc()
+        await self._open(conn)
+
+    async def _open(self, conn: Connection) -> None:
+        silence = 3 * self.limits.heartbeat_ms / 1000  # §6
+        last_rx = time.monotonic()
+        last_tick = last_rx
+        tick = self.limits.tick_ms / 1000
+        while conn.state is State.OPEN:
+            now = time.monotonic()
+            wait = last_rx + silence - now
+            ticking = tick > 0 and conn.consent == "granted" and _has_timers(self.ingest.rulebook.ruleset)
+            if ticking:
+                wait = min(wait, last_tick + tick - now)
+            try:
+                text = await self._receive(conn, max(wait, 0.0))
+            except asyncio.TimeoutError:
+                now = time.monotonic()
+                if now - last_rx >= silence:
+                    self.stats.reject("timeout")
+                    return await conn.close(P.CLOSE_TIMEOUT, "timeout")
+                last_tick = now
+                await self._tick(conn)
+                continue
+            if text is None:
+                return
+            last_rx = last_tick = time.monotonic()
+            if not conn.rate_ok():
+                self.stats.reject(P.RATE_LIMITED)
+                if conn.flooding():
+                    return await conn.close(P.CLOSE_FLOOD, "flood")
+                await conn.send({"t": "error", "code": P.RATE_LIMITED, "detail": "too many messages; the batch was dropped, resend it"})
+                continue
+            try:
+                t, body = P.validate_client_message(P.decode(text), self.limits.max_batch)
+                if t == "hello":
+                    raise P.ProtocolError(P.BAD_MESSAGE, "t", "second hello")
+            except P.ProtocolError as exc:
+                if exc.path == "t" and exc.msg == "second hello":
+                    self.stats.reject("bad_hello")
+                    return await conn.close(P.CLOSE_BAD_HELLO, "expected hello")  # §2.2: a second hello
+                await self._bad(conn, exc)
+                continue
+            if t == "events":
+                await self._events(conn, body)
+            elif t == "applied":
+                self.stats.applied(body)
+            else:  # ping
+                await conn.send({"t": "pong"})
+
+    async def _bad(self, conn: Connection, exc: P.ProtocolError) -> None:
+        self.stats.reject(exc.code)
+        conn.bad += 1
+        if conn.bad >= self.limits.bad_message_budget:
+            await conn.send({"t": "error", "code": exc.code, "detail": _reason(exc.detail, 512)})
+            await conn.close(P.CLOSE_TOO_MANY_BAD, "too many bad messages")
+            return
+        await conn.send({"t": "error", "code": exc.code, "detail": _reason(exc.detail, 512)})
+
+    async def _events(self, conn: Connection, batch: P.Batch) -> None:
+        for kind in sorted({k for _, k in batch.unknown}):
+            path = next(p for p, k in batch.unknown if k == kind)
+            await conn.send({"t": "error", "code": P.UNKNOWN_EVENT, "detail": _reason(f"{path}: unknown event kind {kind!r}; dropped", 512)})
+        try:
+            result = await self.ingest.batch(conn.vid, conn.sid, conn.consent, batch)
+        except CommitFailed as exc:
+            # Not acked: the tracker keeps the batch and resends it (§4); nothing is lost.
+            log.warning("batch %d of session %s not stored: %s", batch.seq, conn.sid, exc)
+            return
+        await conn.send({"t": "ack", "seq": result.ack})
+        await self._send_messages(conn, result.messages)
+
+    async def _tick(self, conn: Connection) -> None:
+        try:
+            result = await self.ingest.tick(conn.vid, conn.sid)
+        except CommitFailed:
+            return
+        if result is not None:
+            await self._send_messages(conn, result.messages)
+
+    async def _send_messages(self, conn: Connection, messages: list[dict[str, Any]]) -> None:
+        for msg in messages:
+            await conn.send(msg)
+            if msg["t"] == "patch":
+                self.stats.patches += 1
+            else:
+                self.stats.reverts += 1
+            metrics.PATCHES.labels(msg["t"]).inc()
+
+
+def _has_timers(ruleset) -> bool:
+    """True when some rule can fire without a new event (clock features or a `for` delay)."""
+    cached = getattr(ruleset, "_ma_has_timers", None)
+    if cached is None:
+        cached = bool(getattr(ruleset, "clock_rules", ())) or any(getattr(r, "for_ms", 0) for r in getattr(ruleset, "rules", ()))
+        try:
+            ruleset._ma_has_timers = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def _peek_type(text: str) -> Any:
+    try:
+        obj = P.decode(text)
+    except P.ProtocolError:
+        return None
+    return obj.get("t") if isinstance(obj, dict) else None
+
+
+def _reason(text: str, limit: int = 120) -> str:
+    """A close reason must fit a control frame (123 bytes of UTF-8); error details are capped too."""
+    data = text.encode("utf-8")[:limit]
+    return data.decode("utf-8", "ignore")
