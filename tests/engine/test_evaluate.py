@@ -174,3 +174,15 @@ def test_damaged_stored_profile_is_repaired_not_fatal():
     assert result["profile"]["s"]["scroll"]["depth"] == 40
     assert result["profile"]["v"]["interest"] == good["v"]["interest"]  # what was intact is kept
     assert evaluate("garbage", [], T, DEMO)["profile"] == evaluate(None, [], T, DEMO)["profile"]
+
+
+def test_until_ends_a_state_patch_and_keeps_it_from_firing_again():
+    rule = {"id": "promo", "when": {">=": [{"var": "session.scroll.depth"}, 10]}, "until": {">=": [{"var": "session.click.count"}, 1]},
+            "cooldown": 0, "min_display": 0, "target": {"slot": "promo"}, "ops": [{"op": "show"}]}
+    ruleset = compile_rules({"rules": [rule]})
+    r1 = evaluate(None, [{"k": "scroll", "ts": T, "seq": 1, "depth": 20, "speed": 100}], T, ruleset)
+    assert [p["id"] for p in r1["patches"]] == ["promo:promo"]
+    r2 = evaluate(r1["profile"], [{"k": "click", "ts": T, "seq": 2, "el": "a#buy"}], T + 1000, ruleset)
+    assert r2["reverts"] == ["promo:promo"] and r2["patches"] == []
+    r3 = evaluate(r2["profile"], [{"k": "scroll", "ts": T, "seq": 3, "depth": 40, "speed": 100}], T + 2000, ruleset)
+    assert r3["patches"] == [] and r3["reverts"] == []

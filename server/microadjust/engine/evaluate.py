@@ -208,7 +208,9 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
     ctx = Context(work, now, hl)
     for order in sorted(due):
         rule = due[order]
-        holds = bool(rule.when(ctx))
+        ended = rule.until is not None and bool(rule.until(ctx))
+        # `until` ends the adjustment: while it holds the rule does not fire again (no flicker).
+        holds = not ended and bool(rule.when(ctx))
         if holds:
             if rule.for_ms:
                 since = s["since"].setdefault(rule.id, now)
@@ -218,7 +220,7 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
         else:
             s["since"].pop(rule.id, None)
         if rule.revert and rule.id in showing:
-            gone = bool(rule.until(ctx)) if rule.until is not None else not rule.keep(ctx)
+            gone = ended if rule.until is not None else not rule.keep(ctx)
             if gone:
                 for pid in showing[rule.id]:
                     if pid in active and now - active[pid]["shown"] >= rule.min_display:
