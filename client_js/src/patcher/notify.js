@@ -12,13 +12,12 @@
 
 const RULES = [
   ".ma-r{position:fixed;z-index:2147483000}",
-  ".ma-n{position:fixed;box-sizing:border-box;max-width:min(24em,calc(100vw - 2em));padding:.75em 2.5em .75em 1em;border-radius:.5em;background:#1f2937;color:#fff;font:14px/1.4 system-ui,sans-serif;box-shadow:0 4px 16px #0005;animation:ma-in .25s ease-out}",
-  ".ma-toast{bottom:1em;left:50%;transform:translateX(-50%)}",
-  ".ma-slidein{bottom:1em;right:1em;--ma-from:110% 0}",
+  ".ma-n{position:fixed;bottom:1em;right:1em;max-width:20em;padding:.7em 2.2em .7em 1em;border-radius:6px;background:#222;color:#fff;font:14px system-ui;animation:ma-in .3s}",
+  ".ma-toast{right:auto;left:50%;transform:translateX(-50%)}",
   ".ma-n strong{display:block}",
-  ".ma-x{position:absolute;top:.2em;right:.3em;border:0;background:none;color:inherit;font-size:1.3em;cursor:pointer}",
-  ".ma-badge{position:absolute;z-index:1;padding:0 .45em;border-radius:1em;background:#b91c1c;color:#fff;font:700 12px/1.6 system-ui,sans-serif;transform:translate(-25%,-50%);pointer-events:none;animation:ma-in .25s ease-out}",
-  "@keyframes ma-in{from{opacity:0;translate:var(--ma-from,0 .5em)}}",
+  ".ma-x{position:absolute;top:0;right:0;padding:.4em .6em;border:0;background:none;color:inherit;font:inherit;cursor:pointer}",
+  ".ma-badge{position:absolute;padding:0 .4em;border-radius:9px;background:#b91c1c;color:#fff;font:700 12px system-ui;transform:translate(-25%,-50%);animation:ma-in .3s}",
+  "@keyframes ma-in{from{opacity:0;translate:0 .5em}}",
   // Reduced motion: no entrance animation, and no transition on the elements patches emphasise
   // (the page's own CSS usually animates emphasis classes on slots and items).
   "@media (prefers-reduced-motion:reduce){.ma-n,.ma-badge,[data-ma-slot],[data-ma-item]{animation:none!important;transition:none!important}}",
