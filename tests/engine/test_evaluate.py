@@ -186,3 +186,18 @@ def test_until_ends_a_state_patch_and_keeps_it_from_firing_again():
     assert r2["reverts"] == ["promo:promo"] and r2["patches"] == []
     r3 = evaluate(r2["profile"], [{"k": "scroll", "ts": T, "seq": 3, "depth": 40, "speed": 100}], T + 2000, ruleset)
     assert r3["patches"] == [] and r3["reverts"] == []
+
+
+def test_wrongly_typed_event_numbers_count_as_zero_instead_of_failing_the_batch():
+    events = [view(), {"k": "scroll", "ts": T, "seq": 2, "depth": "99", "speed": float("nan")},
+              {"k": "dwell", "ts": T, "seq": 3, "item": "p1", "ms": None}, {"k": "hover", "ts": T, "seq": 4, "item": "p1", "dur": [1], "phase": "end"}]
+    profile = evaluate(None, events, T, DEMO)["profile"]
+    assert profile["s"]["scroll"] == {"depth": 0, "speed": 0.0, "n": 1}
+    assert profile["s"]["dwell"]["count"] == 1
+
+
+def test_events_that_are_not_event_objects_are_refused_with_their_index():
+    import pytest
+
+    with pytest.raises(TypeError, match=r"events\[1\]"):
+        evaluate(None, [view(), "hover"], T, DEMO)

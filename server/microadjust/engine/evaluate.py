@@ -134,6 +134,11 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
         raise TypeError("now must be an integer (ms since the epoch)")
     if not isinstance(ruleset, RuleSet):
         raise TypeError("ruleset must come from compile_rules()")
+    if not isinstance(events, list):
+        raise TypeError("events must be a list of event objects (PROTOCOL §3.1)")
+    for i, event in enumerate(events):
+        if not isinstance(event, dict) or not isinstance(event.get("k"), str):
+            raise TypeError(f"events[{i}] must be an event object with a kind k (PROTOCOL §3.1)")
     work = normalise(profile)
     s = work["s"]
     if consent != "granted":

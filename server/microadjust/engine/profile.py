@@ -344,6 +344,15 @@ def start_batch(work: dict, update: Update, now: int, has_events: bool) -> None:
     update.changed.update(("session.idle.ms", "session.idle.ratio"))
 
 
+def _number(event: dict, key: str) -> float:
+    """A numeric field of an event; the gateway validates them (§3.1), but a value of the wrong
+    type must not take a whole batch down: it counts as 0."""
+    value = event.get(key, 0)
+    if type(value) in (int, float) and value == value and value not in (float("inf"), float("-inf")):
+        return value
+    return 0
+
+
 def apply_event(work: dict, event: dict, now: int, half_life: int, update: Update) -> None:
     """Fold one event into the working profile and record the touched features."""
     s = work["s"]
@@ -373,7 +382,7 @@ def apply_event(work: dict, event: dict, now: int, half_life: int, update: Updat
              "session.scroll.depth", "session.read.depth")
         )
     elif kind == "hover":
-        dur = event.get("dur", 0)
+        dur = _number(event, "dur")
         if event.get("phase") == "intent":
             s["hover"] += 1
             update.changed.add("session.hover.count")
@@ -387,11 +396,11 @@ def apply_event(work: dict, event: dict, now: int, half_life: int, update: Updat
             _engage(work, update, event, W_HOVER_END, now, half_life)
     elif kind == "scroll":
         sc = s["scroll"]
-        depth = max(0, min(100, int(event.get("depth", 0))))
+        depth = max(0, min(100, int(_number(event, "depth"))))
         if depth > sc["depth"]:
             sc["depth"] = depth
             update.changed.add("session.scroll.depth")
-        sample = min(float(event.get("speed", 0)), SPEED_HARD_CAP)
+        sample = max(0.0, min(float(_number(event, "speed")), SPEED_HARD_CAP))
         if sc["n"] >= SPEED_WARMUP:
             sample = min(sample, max(SPEED_CLIP_FACTOR * sc["speed"], SPEED_CLIP_FLOOR))
         speed = sample if sc["n"] == 0 else SPEED_ALPHA * sample + (1 - SPEED_ALPHA) * sc["speed"]
@@ -404,7 +413,7 @@ def apply_event(work: dict, event: dict, now: int, half_life: int, update: Updat
             s["read"] = depth
             update.changed.add("session.read.depth")
     elif kind == "dwell":
-        ms = max(0, int(event.get("ms", 0)))
+        ms = max(0, int(_number(event, "ms")))
         dw = s["dwell"]
         dw["recent"].append(min(ms, DWELL_CAP_MS))
         del dw["recent"][:-DWELL_WINDOW]
