@@ -193,10 +193,12 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
     for rule in ruleset.state_rules if update.new_page else ruleset.clock_rules:
         due[rule.order] = rule
     by_id = ruleset.by_id
-    for rid in s["since"]:
+    for rid in sorted(s["since"]):
         rule = by_id.get(rid)
-        if rule is not None and not rule.event_bound and rule.enabled:
+        if rule is not None and not rule.event_bound and rule.enabled and rule.for_ms:
             due[rule.order] = rule
+        else:
+            del s["since"][rid]  # the rule was removed or changed: its timer means nothing now
     showing: dict[str, list[str]] = {}
     for pid in sorted(active):
         rid = active[pid]["rule"]
