@@ -79,11 +79,18 @@ RESUME_LUA = """
 return {redis.call('HGET', KEYS[2], 'pseq') or '0', redis.call('LRANGE', KEYS[1], 0, -1)}
 """
 
-# KEYS: presence. ARGV: 1 pid, 2 expiry ms, 3 key ttl ms. Also drops entries of dead processes.
+# KEYS: presence. ARGV: 1 pid, 2 expiry ms, 3 key ttl ms, 4 now ms. Returns the other live pids.
 JOIN_LUA = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+local pr = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #pr, 2 do
+  if pr[i] ~= ARGV[1] and tonumber(pr[i + 1]) > tonumber(ARGV[4]) then
+    table.insert(out, pr[i])
+  end
+end
+return out
 """
 
 # KEYS: document. ARGV: 1 JSON. Returns the new version.
@@ -154,6 +161,9 @@ class RedisBus:
         self._join = client.register_script(JOIN_LUA)
         self._set_doc = client.register_script(SET_DOC_LUA)
         self._local: dict[str, int] = {}  # vid -> local sockets
+        # vid -> monotonic time until which another process is known to hold the visitor too.
+        # Lets the gateway skip the nudge round trip for the (common) single-process visitor.
+        self._shared: dict[str, float] = {}
         self._watched: dict[str, int] = {}  # document name -> version last seen
         self._tasks: list[asyncio.Task] = []
         self._subscribed = {False: asyncio.Event(), True: asyncio.Event()}
@@ -199,7 +209,28 @@ class RedisBus:
         check_id(vid, "visitor id")
         self._local[vid] = self._local.get(vid, 0) + 1
         if self._local[vid] == 1:
-            await self._mark_present([vid])
+            others = await self._mark_present([vid])
+            if others:
+                self._note_shared(vid)
+                # Tell them, so they nudge this process when the visitor part changes there.
+                try:
+                    await self._send(others, {"k": "joined", "vid": vid})
+                except REDIS_DOWN_ERRORS:
+                    pass
+
+    def shared(self, vid: str) -> bool:
+        """True when another live process holds sockets of `vid` (worth a `nudge`)."""
+        until = self._shared.get(vid)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._shared[vid]
+            return False
+        return True
+
+    def _note_shared(self, vid: str) -> None:
+        if vid in self._local:
+            self._shared[vid] = time.monotonic() + self.presence_ttl_ms / 1000
 
     async def leave(self, vid: str) -> None:
         """A socket of `vid` closed on this process."""
@@ -208,28 +239,45 @@ class RedisBus:
             self._local[vid] = left
             return
         self._local.pop(vid, None)
+        self._shared.pop(vid, None)
         try:
             await self.client.hdel(presence_key(vid), self.process_id)
         except REDIS_DOWN_ERRORS:
             pass  # expires after presence_ttl
 
-    async def _mark_present(self, vids: list[str]) -> None:
-        expiry = int(time.time() * 1000) + self.presence_ttl_ms
+    async def _mark_present(self, vids: list[str]) -> list[str]:
+        """Refresh this process's presence for `vids`; returns the other live processes holding
+        the first of them (joins pass one visitor) and notes every shared visitor."""
+        now = int(time.time() * 1000)
+        expiry = now + self.presence_ttl_ms
         started = time.perf_counter()
         try:
             if len(vids) == 1:
-                await self._join(keys=[presence_key(vids[0])], args=[self.process_id, expiry, self.presence_ttl_ms])
+                others = await self._join(
+                    keys=[presence_key(vids[0])],
+                    args=[self.process_id, expiry, self.presence_ttl_ms, now],
+                )
+                replies = [others]
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for vid in vids:
                     pipe.hset(presence_key(vid), self.process_id, expiry)
                     pipe.pexpire(presence_key(vid), self.presence_ttl_ms)
-                await pipe.execute()
+                    pipe.hgetall(presence_key(vid))
+                raw = await pipe.execute()
+                replies = [
+                    [p for p, exp in entries.items() if p != self.process_id and int(exp) > now]
+                    for entries in raw[2::3]
+                ]
         except REDIS_DOWN_ERRORS as exc:
             metrics.REDIS_ERRORS.labels("presence").inc()
             log.warning("presence update failed: %s", exc)
-            return
+            return []
         metrics.REDIS_RTT_SECONDS.labels("presence").observe(time.perf_counter() - started)
+        for vid, others in zip(vids, replies):
+            if others:
+                self._note_shared(vid)
+        return list(replies[0]) if replies else []
 
     async def _refresh_presence(self) -> None:
         while True:
@@ -429,6 +477,8 @@ class RedisBus:
             if payload.get("from") == self.process_id:
                 return
             metrics.BUS_MESSAGES.labels("received", kind).inc()
+            if "vid" in payload and kind in ("msgs", "nudge", "joined"):
+                self._note_shared(payload["vid"])
             if kind == "msgs":
                 await _call(self.on_messages, payload["vid"], payload["sid"], payload["msgs"])
             elif kind == "nudge":

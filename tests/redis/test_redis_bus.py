@@ -205,3 +205,17 @@ async def test_redis_mode_erasure_reaches_the_other_processes_cache(redis_url):
         await asyncio.sleep(0.02)
     await one.close()
     await two.close()
+
+
+async def test_each_process_knows_when_a_visitor_is_shared_with_another(two_processes):
+    a, b = two_processes
+    await a.join(VID)
+    assert not a.shared(VID)  # alone: a nudge would be a wasted round trip
+    await b.join(VID)
+    assert b.shared(VID)  # b saw a in presence when it joined ...
+    deadline = asyncio.get_running_loop().time() + 2
+    while not a.shared(VID):  # ... and told a
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    await b.leave(VID)
+    assert not b.shared(VID)
