@@ -27,7 +27,7 @@ from .settings import Settings
 log = logging.getLogger("microadjust.http")
 
 DEMO_DIR = Path(__file__).parent / "demo"
-DEMO_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'"
+DEMO_CSP = "script-src 'self'"  # strict: no inline script, no eval; the demo proves the tracker works under it
 
 
 def error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
