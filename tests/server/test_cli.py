@@ -1,0 +1,55 @@
+"""The `microadjust` command: clear messages and exit codes for what a user can get wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from microadjust.cli import main
+
+from .helpers import DEMO_RULES
+
+
+def test_rules_validate_accepts_the_demo_rules(capsys):
+    assert main(["rules", "validate", str(DEMO_RULES)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_rules_validate_prints_path_errors_and_exits_1(tmp_path, capsys):
+    doc = json.loads(DEMO_RULES.read_text())
+    doc["rules"][0]["ops"] = [{"op": "setHTML", "html": "<b>x</b>"}]
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(doc))
+    assert main(["rules", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "problem(s)" in err and "rules[0].ops[0]" in err
+
+
+@pytest.mark.parametrize("content, message", [(None, "not found"), ("{nope", "invalid JSON at line 1"), ("[]", "expected a JSON object")])
+def test_rules_validate_names_file_problems(tmp_path, capsys, content, message):
+    path = tmp_path / "rules.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["rules", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"microadjust: rules file {path}") and message in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--site", "shop"], "site spec 'shop': expected KEY=ORIGIN"),
+    (["--site", "shop=https://shop.test/path"], "is not scheme://host[:port]"),
+    ([], "no site configured"),
+    (["--demo", "--rules", "/nonexistent/rules.json"], "rules file /nonexistent/rules.json: not found"),
+])
+def test_serve_refuses_bad_configuration_with_a_clear_message(capsys, args, message):
+    assert main(["serve", "--port", "1", *args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "microadjust", "rules", "validate", str(DEMO_RULES)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "OK" in out.stdout
