@@ -8,11 +8,14 @@ module `microadjust.engine` by default (anything with `compile_rules`, `evaluate
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
+
+from . import metrics
 
 from .eventlog import EventLog
 from .gateway import Gateway, Ingest, Registry, Stats
@@ -30,6 +33,16 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
         from . import engine as engine_module
 
         engine = engine_module
+    mode = None
+    if store is None and settings.redis_url:
+        # Production mode (docs/SCALING.md): store, bus and event log on Redis.
+        from .redis_bus import RedisBus
+        from .redis_log import RedisEventLog
+        from .store.redis import RedisStore
+
+        cluster = settings.redis_cluster or None
+        store = RedisStore(settings.redis_url, cluster=cluster, retention_s=settings.retention_s)
+        mode = (RedisBus(settings.redis_url, cluster=cluster), RedisEventLog(settings.redis_url, cluster=cluster))
     if store is None:
         if log is None:
             log = EventLog(settings.event_log_path, settings.event_log_max_bytes, settings.event_log_backups)
@@ -40,9 +53,19 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
     gateway = Gateway(settings, ingest, stats, Registry())
     routes = Routes(settings, gateway, rulebook, stats, store)
 
+    if mode is not None:
+        from .redis_bus import attach_gateway
+
+        attach_gateway(mode[0], gateway, store)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         rulebook.start()
+        if mode is not None:
+            try:
+                await mode[0].start()
+            except (asyncio.TimeoutError, OSError) as exc:  # keeps retrying in the background
+                logging.getLogger("microadjust").warning("redis bus not subscribed yet: %s", exc)
         try:
             yield
         finally:
@@ -50,15 +73,22 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
             # tore them down (see cli.Server); this covers other ASGI servers.
             await gateway.shutdown()
             await rulebook.stop()
-            await store.close()
+            await store.close()  # Redis mode: flushes buffered writes first
+            if mode is not None:
+                await mode[0].close()
+                await mode[1].close()
             if log is not None and getattr(store, "log", None) is not log:
                 log.close()
 
-    app = Starlette(routes=[WebSocketRoute("/v1/stream", gateway.endpoint), *routes.routes()], lifespan=lifespan)
+    app = Starlette(
+        routes=[WebSocketRoute("/v1/stream", gateway.endpoint), Route("/metrics", metrics.endpoint), *routes.routes()],
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.rulebook = rulebook
     app.state.stats = stats
     app.state.store = store
     app.state.log = log
+    app.state.bus = mode[0] if mode is not None else None
     return app

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -112,6 +113,8 @@ def build_settings(args) -> Settings:
         rules_file=rules,
         data_dir=Path(args.data_dir),
         demo=args.demo,
+        redis_url=args.redis or os.environ.get("MICROADJUST_REDIS_URL") or None,
+        redis_cluster=args.redis_cluster,
     )
 
 
@@ -134,8 +137,17 @@ def cmd_serve(args) -> int:
         if errors:
             lines = "\n".join(f"  {e['path'] or '(document)'}: {e['msg']}" for e in errors)
             return _fail(f"rules file {settings.rules_file}: {len(errors)} problem(s):\n{lines}")
-        if args.demo and settings.rules_file == DEMO_RULES and not os.access(DEMO_RULES, os.W_OK):
-            settings.rules_file = None  # a read-only install: demo rules stay editable in memory only
+        if settings.rules_file == DEMO_RULES:
+            # Admin API edits are written back to the rules file: the demo edits a copy in the
+            # data dir, fresh from the shipped rules at every start, never the installed package.
+            copy = Path(settings.data_dir) / "demo-rules.json"
+            try:
+                Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(DEMO_RULES, copy)
+            except OSError as exc:
+                return _fail(f"data dir {settings.data_dir}: cannot write {copy.name} ({exc.strerror})")
+            settings.rules_file = copy
+            print(f"microadjust: demo rules copied to {copy} (edits there are hot-reloaded)", flush=True)
     if settings.demo and not settings.admin_token:
         settings.admin_token = secrets.token_urlsafe(24)
         print(f"microadjust: demo admin token (generated): {settings.admin_token}", flush=True)
@@ -143,7 +155,12 @@ def cmd_serve(args) -> int:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return _fail(f"data dir {settings.data_dir}: {exc.strerror}")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        if not settings.redis_url:
+            raise
+        return _fail(f"--redis {settings.redis_url}: {exc}")  # e.g. an unsupported URL scheme
     if settings.demo:
         print(f"microadjust: demo shop on http://{settings.host}:{settings.port}/", flush=True)
     Server(app, settings, args.log_level.lower()).run()
@@ -162,6 +179,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--admin-token", metavar="T", help="bearer token of the admin API (default: $MICROADJUST_ADMIN_TOKEN)")
     s.add_argument("--data-dir", default="data", metavar="D", help="event log directory (default ./data)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--redis", metavar="URL", help="production mode on Redis: redis://host:6379/0 or "
+                   "redis+cluster://h1:7000,h2:7000 (default: $MICROADJUST_REDIS_URL; none = embedded store)")
+    s.add_argument("--redis-cluster", action="store_true", help="treat a redis:// URL as a Redis Cluster seed")
     s.set_defaults(func=cmd_serve)
     r = sub.add_parser("rules", help="rule set tools")
     rsub = r.add_subparsers(dest="rules_command", required=True)

@@ -346,6 +346,9 @@ class Gateway:
         self.stats = stats
         self.registry = registry or Registry()
         self.shutting_down = False
+        # Redis mode (docs/SCALING.md): a `redis_bus.RedisBus` for cross-process patches,
+        # presence and resume; None in the embedded mode. Set by `create_app`.
+        self.bus = None
 
     async def shutdown(self) -> None:
         """§7: close every socket with 1001 before the server goes away."""
@@ -382,6 +385,8 @@ class Gateway:
                 self.registry.remove(conn)
                 self.stats.connections -= 1
                 metrics.CONNECTIONS.dec()
+                if self.bus is not None:
+                    await self.bus.leave(conn.vid)
             if conn.writer is not None and not conn.writer.done():
                 conn.writer.cancel()
 
@@ -448,6 +453,16 @@ class Gateway:
         self.stats.connections += 1
         self.stats.connections_total += 1
         metrics.CONNECTIONS.inc()
+        if self.bus is not None:
+            await self.bus.join(conn.vid)
+            if hello.pseq < snap.pseq:
+                # §2.2 resume: the patches this session missed, from the outbox in Redis (the
+                # previous socket may have been on another process).
+                resume = await self.bus.resume(conn.vid, conn.sid, hello.pseq)
+                log.info("session %s resumed from pseq %d: %d missed, complete=%s",
+                         conn.sid, hello.pseq, len(resume.messages), resume.complete)
+                for msg in resume.messages:
+                    await conn.send(msg)
         await self._open(conn)
 
     async def _open(self, conn: Connection) -> None:
@@ -518,6 +533,8 @@ class Gateway:
             return
         await conn.send({"t": "ack", "seq": result.ack})
         await self._send_messages(conn, result.messages)
+        if self.bus is not None:
+            await self._share(conn, result)
 
     async def _tick(self, conn: Connection) -> None:
         try:
@@ -526,6 +543,23 @@ class Gateway:
             return
         if result is not None:
             await self._send_messages(conn, result.messages)
+            if self.bus is not None:
+                await self._share(conn, result)
+
+    async def _share(self, conn: Connection, result: IngestResult) -> None:
+        """Redis mode: record the messages for resume, reach this session's sockets on other
+        processes, and nudge processes holding the visitor's other tabs (docs/SCALING.md)."""
+        if result.messages:
+            await self.bus.publish(conn.vid, conn.sid, result.messages)
+        if result.stored and self.bus.shared(conn.vid):
+            await self.bus.nudge(conn.vid)
+
+    async def reevaluate(self, vid: str) -> None:
+        """Another process changed this visitor's shared profile part (a bus nudge): re-check
+        this process's open tabs of the visitor, so a patch there comes from the engine."""
+        for conn in list(self.registry.by_visitor.get(vid, ())):
+            if conn.state is State.OPEN and conn.consent == "granted":
+                await self._tick(conn)
 
     async def _send_messages(self, conn: Connection, messages: list[dict[str, Any]]) -> None:
         for msg in messages:

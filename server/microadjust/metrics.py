@@ -146,3 +146,12 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+async def endpoint(request):
+    """Starlette endpoint for `GET /metrics` (unauthenticated, like most Prometheus targets:
+    expose it on an internal interface or filter it at the load balancer)."""
+    from starlette.responses import Response  # noqa: PLC0415 - keeps engine-side imports light
+
+    body, content_type = exposition()
+    return Response(body, media_type=content_type.split(";")[0], headers={"Content-Type": content_type})

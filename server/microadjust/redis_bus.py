@@ -545,3 +545,27 @@ async def open_redis_mode(
     except (asyncio.TimeoutError, *REDIS_DOWN_ERRORS) as exc:
         log.warning("redis not reachable at start-up; running degraded until it is: %s", exc)
     return RedisMode(store=store, bus=bus, log=log_)
+
+
+def attach_gateway(bus: RedisBus, gateway: Any, store: Any) -> None:
+    """Wire the bus's callbacks to a gateway (`gateway.Gateway`) and a store (`RedisStore`).
+
+    Handlers that touch the store run as tasks so the bus's listener never waits on Redis.
+    """
+    tasks: set[asyncio.Task] = set()
+
+    def spawn(coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def on_erase(vid: str) -> None:
+        store.forget_visitor(vid)
+        for conn in list(gateway.registry.by_visitor.get(vid, ())):
+            # The visitor's data is gone; its tabs start afresh on their next connection.
+            spawn(conn.close(1000, ""))
+
+    bus.on_messages = gateway.registry.deliver
+    bus.on_nudge = lambda vid: spawn(gateway.reevaluate(vid))
+    bus.on_erase = on_erase
+    gateway.bus = bus

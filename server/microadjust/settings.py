@@ -67,6 +67,11 @@ class Settings:
     event_log_backups: int = 5  # ... keeping 5 old files: at most ~384 MiB on disk
     static_dir: Path = Path(__file__).parent / "static"
     demo: bool = False  # serve the demo pages at /, /shop, /article
+    # Production mode (docs/SCALING.md): redis://, rediss://, redis+cluster:// or None for the
+    # embedded in-process store. Every process given the same URL is a full peer.
+    redis_url: str | None = None
+    redis_cluster: bool = False  # treat a plain redis:// URL as a cluster seed (--redis-cluster)
+    retention_s: int = 30 * 24 * 3600  # profiles expire after this much inactivity (Redis mode)
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
