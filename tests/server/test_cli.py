@@ -53,3 +53,24 @@ def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "microadjust", "rules", "validate", str(DEMO_RULES)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "OK" in out.stdout
+
+
+def test_demo_rules_are_edited_as_a_copy_in_the_data_dir_never_in_the_package(tmp_path, monkeypatch):
+    import microadjust.cli as cli
+
+    seen = {}
+
+    class FakeServer:  # stands in for uvicorn: this test is about the settings serve builds
+        def __init__(self, app, settings, log_level):
+            seen["settings"] = settings
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(cli, "Server", FakeServer)
+    assert main(["serve", "--demo", "--port", "18999", "--data-dir", str(tmp_path)]) == 0
+    settings = seen["settings"]
+    assert settings.rules_file == tmp_path / "demo-rules.json"
+    assert settings.rules_file.read_text() == DEMO_RULES.read_text()
+    assert settings.sites == {"demo": ["http://127.0.0.1:18999", "http://localhost:18999"]}
+    assert settings.admin_token  # generated and printed when none is given
