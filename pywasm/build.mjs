@@ -13,6 +13,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync,
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { gzipSync } from "node:zlib";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, "..");
@@ -23,6 +24,9 @@ const STAMP = join(VENV, ".requirements-sha256");
 // The runtime files Pyodide fetches at boot (pyodide.mjs imports pyodide.asm.js, which fetches the
 // wasm; the stdlib zip is mounted at start). Source maps and the classic-script build are not needed.
 const RUNTIME = ["pyodide.mjs", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip"];
+// Pre-compressed copies the server sends to browsers that accept gzip (simulator.py): the wasm
+// and the JS shrink to about a third; the stdlib zip and the wheel are already compressed.
+const GZIP = ["pyodide.mjs", "pyodide.asm.js", "pyodide.asm.wasm", "pyodide-lock.json"];
 
 function log(msg) {
   console.log(`build:pywasm: ${msg}`);
@@ -112,6 +116,8 @@ function main() {
   // pyodide.asm.js is a classic script; Node would load it as ESM under the root package.json's
   // "type": "module" (pyodide's own package.json is not copied), so dist/ says otherwise.
   writeFileSync(join(DIST, "package.json"), JSON.stringify({ type: "commonjs" }) + "\n");
+
+  for (const name of GZIP) writeFileSync(join(DIST, name + ".gz"), gzipSync(readFileSync(join(DIST, name)), { level: 9 }));
 
   const files = {};
   for (const name of readdirSync(DIST).sort()) {

@@ -96,6 +96,14 @@ def ma_run_vector(vector_text, rules_text):
     return _answer(lambda: run_vector(json.loads(vector_text), json.loads(rules_text) if rules_text else None))
 
 
+def ma_json_error(text):
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return str(exc)
+    return ""
+
+
 ma_version = microadjust.__version__
 `;
 
@@ -155,7 +163,7 @@ export async function loadEngine({ indexURL, wheelURL, loadPyodide } = {}) {
   const bridge = pyodide.globals.get("dict")();
   pyodide.runPython(BRIDGE, { globals: bridge });
   // One proxy per bridge function, kept for the engine's lifetime (no per-call proxy to destroy).
-  const fns = Object.fromEntries(["ma_evaluate", "ma_validate", "ma_features", "ma_run_vector"].map((n) => [n, bridge.get(n)]));
+  const fns = Object.fromEntries(["ma_evaluate", "ma_validate", "ma_features", "ma_run_vector", "ma_json_error"].map((n) => [n, bridge.get(n)]));
   const call = (name, ...args) => unwrap(fns[name](...args));
   const version = bridge.get("ma_version");
   const loaded = performance.now();
@@ -230,6 +238,14 @@ export async function loadEngine({ indexURL, wheelURL, loadPyodide } = {}) {
     features(profile, names, now, rules) {
       checkNow(now);
       return call("ma_features", profileText(profile), toText(names, "names"), now, toText(rules, "rules"));
+    },
+
+    /**
+     * Why `text` is not JSON, as Python's json module (the server's parser) says it, with line
+     * and column ("Expecting value: line 2 column 14 (char 27)"); "" when it is valid JSON.
+     */
+    jsonError(text) {
+      return fns.ma_json_error(String(text));
     },
 
     /** Runs an engine vector file (protocol/vectors/engine/) through `run_vector`; canonical JSON text. */
