@@ -1,0 +1,188 @@
+"""Two real server processes (`microadjust serve --redis URL`) sharing one test Redis, driven by
+real WebSocket clients: two tabs of one visitor on two processes, cross-process delivery and
+resume on another process. No sticky sessions anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_RULES = ROOT / "server" / "microadjust" / "demo" / "rules.json"
+ORIGIN = "http://page.test"
+TS = 1_732_262_400_000
+VID = "v_two_process"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, redis_url: str, tmp_path: Path, name: str) -> None:
+        self.port = free_port()
+        self.log = open(tmp_path / f"{name}.log", "w")
+        env = {**os.environ, "MICROADJUST_REDIS_URL": redis_url}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "microadjust", "serve", "--port", str(self.port),
+             "--site", f"demo={ORIGIN}", "--rules", str(DEMO_RULES),
+             "--data-dir", str(tmp_path / name), "--log-level", "warning"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (tmp_path / f"{name}.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server {name} did not start")
+
+    def ws(self):
+        return ws_connect(f"ws://127.0.0.1:{self.port}/v1/stream?site=demo&v=1", origin=ORIGIN,
+                          compression=None, open_timeout=5)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def two_servers(redis_server, tmp_path):
+    a = ServerProcess(redis_server.url, tmp_path, "a")
+    b = ServerProcess(redis_server.url, tmp_path, "b")
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def hello(sid: str, pseq: int = 0) -> str:
+    return json.dumps({"t": "hello", "v": 1, "site": "demo", "vid": VID, "sid": sid,
+                       "consent": "granted", "page": {"url": "/shop", "title": "Shop", "vw": 1280, "vh": 800},
+                       "ack": 0, "pseq": pseq})
+
+
+def hover(seq: int, item: str) -> str:
+    return json.dumps({"t": "events", "seq": seq, "events": [
+        {"k": "hover", "ts": TS, "item": item, "dur": 2500, "phase": "intent"}]})
+
+
+async def recv_until(ws, t: str, timeout: float = 5.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        msg = json.loads(await asyncio.wait_for(ws.recv(), max(left, 0.01)))
+        if msg["t"] == t:
+            return msg
+
+
+async def patches_within(ws, seconds: float) -> list[dict]:
+    out = []
+    try:
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), seconds))
+            if msg["t"] == "patch":
+                out.append(msg)
+    except asyncio.TimeoutError:
+        return out
+
+
+async def test_two_tabs_on_two_processes_get_one_patch_each(two_servers):
+    a, b = two_servers
+    async with a.ws() as tab_a, b.ws() as tab_b:
+        await tab_a.send(hello("s_tab_a_0001"))
+        await tab_b.send(hello("s_tab_b_0001"))
+        await recv_until(tab_a, "welcome")
+        await recv_until(tab_b, "welcome")
+        await tab_a.send(hover(1, "p1"))
+        await tab_b.send(hover(1, "p2"))
+        assert (await recv_until(tab_a, "ack"))["seq"] == 1
+        assert (await recv_until(tab_b, "ack"))["seq"] == 1
+        got_a = [await recv_until(tab_a, "patch")] + await patches_within(tab_a, 0.5)
+        got_b = [await recv_until(tab_b, "patch")] + await patches_within(tab_b, 0.5)
+    hover_a = [m for m in got_a if m["patch"]["target"] == {"item": "p1"}]
+    hover_b = [m for m in got_b if m["patch"]["target"] == {"item": "p2"}]
+    assert len(hover_a) == 1 and len(hover_b) == 1
+    # Each tab got its own patch, numbered in its own session (§5), not the other tab's.
+    assert not [m for m in got_a if m["patch"]["target"] == {"item": "p2"}]
+    assert hover_a[0]["pseq"] == 1 and hover_b[0]["pseq"] == 1
+
+
+async def test_a_patch_reaches_the_same_session_on_the_other_process(two_servers):
+    """A duplicated tab (same session id) on process b sees what process a decided."""
+    a, b = two_servers
+    sid = "s_duplicated1"
+    async with a.ws() as first, b.ws() as second:
+        await first.send(hello(sid))
+        await second.send(hello(sid))
+        await recv_until(first, "welcome")
+        await recv_until(second, "welcome")
+        await asyncio.sleep(0.2)  # presence and the bus subscription are in place
+        await first.send(hover(1, "p3"))
+        local = await recv_until(first, "patch")
+        remote = await recv_until(second, "patch")
+    assert remote == local
+
+
+async def test_a_reconnect_to_the_other_process_gets_the_missed_patch(two_servers):
+    a, b = two_servers
+    sid = "s_reconnects1"
+    async with a.ws() as tab:
+        await tab.send(hello(sid))
+        await recv_until(tab, "welcome")
+        await tab.send(hover(1, "p4"))
+        missed = await recv_until(tab, "patch")  # sent, but say the page never applied it
+    async with b.ws() as tab:
+        await tab.send(hello(sid, pseq=0))
+        welcome = await recv_until(tab, "welcome")
+        assert welcome["ack"] == 1  # the event is not resent either
+        replayed = await recv_until(tab, "patch")
+    assert replayed == missed
+
+
+async def test_a_reconnect_with_nothing_missed_replays_nothing(two_servers):
+    a, b = two_servers
+    sid = "s_uptodate01"
+    async with a.ws() as tab:
+        await tab.send(hello(sid))
+        await recv_until(tab, "welcome")
+        await tab.send(hover(1, "p5"))
+        seen = await recv_until(tab, "patch")
+    async with b.ws() as tab:
+        await tab.send(hello(sid, pseq=seen["pseq"]))
+        await recv_until(tab, "welcome")
+        assert await patches_within(tab, 0.5) == []
+
+
+async def test_metrics_endpoint_reports_the_process_figures(two_servers):
+    import httpx
+
+    a, _ = two_servers
+    async with a.ws() as tab:
+        await tab.send(hello("s_metrics_001"))
+        await recv_until(tab, "welcome")
+        await tab.send(hover(1, "p6"))
+        await recv_until(tab, "ack")
+        async with httpx.AsyncClient() as http:
+            body = (await http.get(f"http://127.0.0.1:{a.port}/metrics")).text
+    assert "microadjust_connections 1.0" in body
+    assert 'microadjust_events_total{kind="hover"} 1.0' in body
+    assert 'microadjust_redis_rtt_seconds_count{op="commit"}' in body
