@@ -22,6 +22,7 @@ from .gateway import Gateway, Ingest, Registry, Stats
 from .http import Routes
 from .rulebook import Rulebook
 from .settings import Settings
+from .simulator import simulator_routes
 from .store import Store
 from .store.memory import MemoryStore
 
@@ -81,7 +82,8 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
                 log.close()
 
     app = Starlette(
-        routes=[WebSocketRoute("/v1/stream", gateway.endpoint), Route("/metrics", metrics.endpoint), *routes.routes()],
+        routes=[WebSocketRoute("/v1/stream", gateway.endpoint), Route("/metrics", metrics.endpoint), *routes.routes(),
+                *simulator_routes()],
         lifespan=lifespan,
     )
     app.state.settings = settings

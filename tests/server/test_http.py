@@ -161,3 +161,8 @@ def test_demo_pages_follow_the_markup_contract_under_a_strict_csp(live_server, t
     assert js.headers["content-type"] == "application/javascript; charset=utf-8" and "add_to_cart" in js.text
     assert httpx.get(url + "/demo/rules.json").status_code == 404
     assert httpx.get(url + "/demo/..%2fapp.py").status_code == 404
+
+
+def test_the_rule_simulator_page_is_mounted(server):
+    r = httpx.get(server + "/simulator")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
