@@ -53,6 +53,7 @@ class Routes:
             Route("/v1/admin/rules/validate", self.rules_validate, methods=["POST"]),
             Route("/v1/admin/rules/{id}", self.rule, methods=["GET", "PUT", "DELETE"]),
             Route("/v1/admin/stats", self.admin_stats),
+            Route("/v1/visitors/{id}", self.visitor, methods=["GET", "DELETE"]),
         ]
         if self.settings.demo:
             routes += [
@@ -233,6 +234,33 @@ class Routes:
         if errors:
             return error(422, "invalid_rules", f"{len(errors)} problem(s)", errors=errors)
         return JSONResponse({"ok": True, "rules": len(body.get("rules", [])) if isinstance(body, dict) else 0})
+
+    async def visitor(self, request: Request) -> Response:
+        """Privacy export (GET) and erasure (DELETE) of one visitor, admin token required.
+
+        Erasure removes the profile, sessions, outboxes, presence and logged events
+        (docs/SCALING.md, "Export and erasure") and, in Redis mode, tells every process.
+        """
+        denied = self._auth(request)
+        if denied is not None:
+            return denied
+        vid = request.path_params["id"]
+        if not P._ID.fullmatch(vid):  # PROTOCOL §2.2 id pattern
+            return error(400, "bad_id", "visitor id: expected [A-Za-z0-9_-]{8,64}")
+        from .store.redis import StoreUnavailable
+
+        try:
+            if request.method == "GET":
+                return JSONResponse(await self.store.export_visitor(vid))
+            await self.store.erase_visitor(vid)
+            bus = getattr(self.gateway, "bus", None)
+            if bus is not None:
+                await bus.publish_erase(vid)
+            for conn in list(self.gateway.registry.by_visitor.get(vid, ())):
+                await conn.close(1000, "")
+        except StoreUnavailable as exc:
+            return error(503, "unavailable", str(exc))
+        return Response(status_code=204)
 
     async def admin_stats(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:

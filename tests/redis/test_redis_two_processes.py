@@ -186,3 +186,35 @@ async def test_metrics_endpoint_reports_the_process_figures(two_servers):
     assert "microadjust_connections 1.0" in body
     assert 'microadjust_events_total{kind="hover"} 1.0' in body
     assert 'microadjust_redis_rtt_seconds_count{op="commit"}' in body
+
+
+async def test_export_and_erasure_through_the_admin_api_across_processes(redis_server, tmp_path):
+    import httpx
+
+    token = "test-admin-token-123"
+    os.environ["MICROADJUST_ADMIN_TOKEN"] = token
+    try:
+        a = ServerProcess(redis_server.url, tmp_path, "a")
+        b = ServerProcess(redis_server.url, tmp_path, "b")
+    finally:
+        del os.environ["MICROADJUST_ADMIN_TOKEN"]
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        async with a.ws() as tab, httpx.AsyncClient() as http:
+            await tab.send(hello("s_erase_00001"))
+            await recv_until(tab, "welcome")
+            await tab.send(hover(1, "p7"))
+            await recv_until(tab, "ack")
+            url_b = f"http://127.0.0.1:{b.port}/v1/visitors/{VID}"
+            assert (await http.get(url_b)).status_code == 401
+            exported = (await http.get(url_b, headers=auth)).json()
+            assert exported["events"][0]["item"] == "p7"
+            assert exported["sessions"][0]["sid"] == "s_erase_00001"
+            # Erased through process b; the tab connected to process a is closed too.
+            assert (await http.delete(url_b, headers=auth)).status_code == 204
+            await asyncio.wait_for(tab.wait_closed(), 3)
+            again = (await http.get(f"http://127.0.0.1:{a.port}/v1/visitors/{VID}", headers=auth)).json()
+            assert again["profile"] is None and again["sessions"] == [] and again["events"] == []
+    finally:
+        a.stop()
+        b.stop()
