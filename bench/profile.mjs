@@ -29,7 +29,11 @@ const rate = opt("rate", "5");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function serverCmd(port) {
-  if (serverKey === "microadjust") return [path.join(VENV, "microadjust"), "serve", "--demo", "--host", "127.0.0.1", "--port", String(port)];
+  if (serverKey === "microadjust") {
+    const dir = path.join(RESULTS, "scratch", `profile-${port}`);
+    fs.mkdirSync(dir, { recursive: true });
+    return [path.join(VENV, "microadjust"), "serve", "--demo", "--host", "127.0.0.1", "--port", String(port), "--data-dir", dir];
+  }
   if (serverKey === "uvicorn") return [path.join(VENV, "uvicorn"), "--app-dir", "bench/peers", "starlette_peer:app", "--host", "127.0.0.1", "--port", String(port)];
   if (serverKey.startsWith("exp:")) {
     const [, impl, json = "json", ...flags] = serverKey.split(":");
