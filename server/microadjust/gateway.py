@@ -253,7 +253,8 @@ class Connection:
             except asyncio.QueueFull:
                 log.warning("session %s: write queue full, closing", self.sid)
                 self.state = State.CLOSING
-                self.writer and self.writer.cancel()
+                if self.writer is not None:
+                    self.writer.cancel()
                 asyncio.get_running_loop().create_task(self._force_close(P.CLOSE_INTERNAL_ERROR, "internal error"))
                 return
 
@@ -429,13 +430,14 @@ class Gateway:
             return await conn.close(P.CLOSE_TIMEOUT, "timeout")
         if text is None:
             return
+        obj = None
         try:
-            t, hello = P.validate_client_message(P.decode(text), self.limits.max_batch)
+            obj = P.decode(text)
+            t, hello = P.validate_client_message(obj, self.limits.max_batch)
         except P.ProtocolError as exc:
             self.stats.reject("bad_hello")
-            if exc.code == P.BAD_MESSAGE and isinstance(_peek_type(text), str) and _peek_type(text) == "hello":
-                return await conn.close(P.CLOSE_BAD_HELLO, _reason(f"bad hello: {exc.detail}"))
-            return await conn.close(P.CLOSE_BAD_HELLO, "expected hello")
+            said_hello = exc.code == P.BAD_MESSAGE and isinstance(obj, dict) and obj.get("t") == "hello"
+            return await conn.close(P.CLOSE_BAD_HELLO, _reason(f"bad hello: {exc.detail}") if said_hello else "expected hello")
         if t != "hello":
             self.stats.reject("bad_hello")
             return await conn.close(P.CLOSE_BAD_HELLO, "expected hello")
@@ -515,11 +517,9 @@ class Gateway:
     async def _bad(self, conn: Connection, exc: P.ProtocolError) -> None:
         self.stats.reject(exc.code)
         conn.bad += 1
-        if conn.bad >= self.limits.bad_message_budget:
-            await conn.send({"t": "error", "code": exc.code, "detail": _reason(exc.detail, 512)})
-            await conn.close(P.CLOSE_TOO_MANY_BAD, "too many bad messages")
-            return
         await conn.send({"t": "error", "code": exc.code, "detail": _reason(exc.detail, 512)})
+        if conn.bad >= self.limits.bad_message_budget:  # §7: the 10th bad message closes
+            await conn.close(P.CLOSE_TOO_MANY_BAD, "too many bad messages")
 
     async def _events(self, conn: Connection, batch: P.Batch) -> None:
         for kind in sorted({k for _, k in batch.unknown}):
@@ -581,14 +581,6 @@ def _has_timers(ruleset) -> bool:
         except AttributeError:
             pass
     return cached
-
-
-def _peek_type(text: str) -> Any:
-    try:
-        obj = P.decode(text)
-    except P.ProtocolError:
-        return None
-    return obj.get("t") if isinstance(obj, dict) else None
 
 
 def _reason(text: str, limit: int = 120) -> str:

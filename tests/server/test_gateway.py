@@ -298,3 +298,9 @@ async def test_shutdown_closes_open_sockets_with_1001(live_server, tmp_path):
     stopper = asyncio.get_running_loop().run_in_executor(None, url.stop)
     assert await closed_with(ws) == (1001, "going away")
     await stopper
+
+
+async def test_first_frame_not_json_closes_4002_expected_hello(server):
+    async with connect(server) as ws:
+        await send(ws, "{hello")
+        assert await closed_with(ws) == (4002, "expected hello")
