@@ -44,5 +44,9 @@ test-js: build
 test-e2e: install-test build
 	npm run --silent test:e2e
 
+# Benchmark side by side with the peers (docs/PERFORMANCE.md); BENCH_ARGS=--quick for a short run.
+bench: install
+	bench/run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) node_modules client_js/dist server/microadjust/static test-results
