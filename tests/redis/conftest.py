@@ -30,11 +30,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, fixed by Redis) is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a redis cluster node")
+
+
 class RedisProcess:
     """One `redis-server` owned by the test: start, kill -9, restart on the same port."""
 
     def __init__(self, tmp_path, port: int | None = None, cluster: bool = False) -> None:
-        self.port = port or free_port()
+        self.port = port or (free_cluster_port() if cluster else free_port())
         self.dir = tmp_path / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
