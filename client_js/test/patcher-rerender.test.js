@@ -6,11 +6,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { JSDOM } from "jsdom";
 import { createPatcher } from "../src/patcher/index.js";
+import * as extra from "../src/patcher/extra.js";
 
 function setup(html, options = {}) {
   const { window: win } = new JSDOM(`<!doctype html><body>${html}</body>`, { pretendToBeVisual: true });
   const reports = [];
-  const patcher = createPatcher({ report: (r) => reports.push(r), root: win.document, win, ...options });
+  const patcher = createPatcher({ report: (r) => reports.push(r), root: win.document, win, loadExtra: async () => extra, ...options });
   const frames = (n = 3) =>
     new Promise((resolve) => {
       const step = () => (--n ? win.requestAnimationFrame(step) : resolve());

@@ -7,6 +7,9 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { JSDOM } from "jsdom";
 import { createPatcher } from "../src/patcher/index.js";
+import * as extra from "../src/patcher/extra.js";
+
+const loadExtra = async () => extra; // the lazily loaded chunk (template, notify)
 
 const vectors = (name) => JSON.parse(readFileSync(new URL(`../../protocol/vectors/patches/${name}.json`, import.meta.url))).patches;
 
@@ -28,7 +31,7 @@ const PAGE = `
 async function run(patch) {
   const { window: win } = new JSDOM(`<!doctype html><html><head><title>t</title></head><body>${PAGE}</body></html>`, { pretendToBeVisual: true });
   const reports = [];
-  const patcher = createPatcher({ report: (r) => reports.push(r), root: win.document, win });
+  const patcher = createPatcher({ report: (r) => reports.push(r), root: win.document, win, loadExtra });
   const before = win.document.documentElement.outerHTML;
   patcher.apply({ pseq: 1, patch });
   await new Promise((r) => win.requestAnimationFrame(() => win.requestAnimationFrame(() => win.requestAnimationFrame(r))));
@@ -86,7 +89,7 @@ test("a page template that contains a script is never inserted", async () => {
 test("template slot names are looked up as own properties only", async () => {
   const { window: win } = new JSDOM(`<body><div data-ma-slot="s"></div><template id="t"><i data-ma-text="constructor">keep</i></template></body>`, { pretendToBeVisual: true });
   const reports = [];
-  createPatcher({ report: (r) => reports.push(r), root: win.document, win }).apply({ pseq: 1, patch: { ...base, target: { slot: "s" }, ops: [{ op: "template", id: "t", slots: {} }] } });
+  createPatcher({ report: (r) => reports.push(r), root: win.document, win, loadExtra }).apply({ pseq: 1, patch: { ...base, target: { slot: "s" }, ops: [{ op: "template", id: "t", slots: {} }] } });
   await new Promise((r) => win.requestAnimationFrame(() => win.requestAnimationFrame(r)));
   assert.equal(win.document.querySelector("[data-ma-slot=s] i").textContent, "keep");
 });

@@ -5,6 +5,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { JSDOM } from "jsdom";
 import { createPatcher } from "../src/patcher/index.js";
+import * as extra from "../src/patcher/extra.js";
+
+// The lazily loaded chunk (template, notify), already at hand: loading it takes no frame here.
+const loadExtra = async () => extra;
 
 const PAGE = `
 <section data-ma-slot="grid">
@@ -27,7 +31,7 @@ const PAGE = `
 function setup(html = PAGE, options = {}) {
   const { window: win } = new JSDOM(`<!doctype html><html><head></head><body>${html}</body></html>`, { pretendToBeVisual: true });
   const reports = [];
-  const patcher = createPatcher({ report: (r) => reports.push(r), root: win.document, win, now: () => win.performance.now(), ...options });
+  const patcher = createPatcher({ report: (r) => reports.push(r), root: win.document, win, now: () => win.performance.now(), loadExtra, ...options });
   const frames = (n = 2) =>
     new Promise((resolve) => {
       const step = () => (--n ? win.requestAnimationFrame(step) : resolve());

@@ -11,10 +11,12 @@
 //   re-applies it; the patcher's own writes are discarded with takeRecords() right after they
 //   are made, so it never reacts to itself. More than `maxFights` re-applies of one patch
 //   within FIGHT_WINDOW ms means the page and the patch disagree: revert, report `failed: loop`.
+// - `template` and `notify` are written by a separate chunk (extra.js, built as
+//   microadjust-extra.js) that `loadExtra()` imports the first time a patch needs it; such a
+//   patch waits for it, or fails with reason `extra_unavailable` when it cannot be loaded.
 
 import { checkPatch } from "./vocabulary.js";
-import { write } from "./ops.js";
-import { installStyles } from "./notify.js";
+import { OPS } from "./ops.js";
 
 /** Re-applies of one patch within this many ms that count towards `maxFights`. */
 export const FIGHT_WINDOW = 10000;
@@ -23,11 +25,57 @@ export const FIGHT_WINDOW = 10000;
 // <style> it would inject CSS), whatever selector a rule uses.
 const UNSAFE_TARGET = "head,script,style,template,noscript,iframe,object,embed,svg script,svg style";
 const OBSERVE = { subtree: true, childList: true, attributes: true, characterData: true };
+// Emphasis classes that the page's CSS animates switch instantly for visitors who asked for
+// less motion (the extra chunk adds the same for its components).
+const REDUCED_MOTION = ["@media (prefers-reduced-motion:reduce){[data-ma-slot],[data-ma-item]{animation:none!important;transition:none!important}}"];
 
 const pageLevel = (op) => op.op == "notify" && op.kind != "badge";
+const lazy = (op) => !OPS[op.op]; // written by the extra chunk
 
-export function createPatcher({ report, root = document, win = window, now = () => performance.now(), maxFights = 5 } = {}) {
+/**
+ * A `loadExtra` that imports microadjust-extra.js from next to `src` (the tracker's own URL).
+ * import() is governed by CSP `script-src` ('self' allows it: same origin as the tracker) and
+ * is no Trusted Types sink, unlike a <script src> written from script; cross-origin, the
+ * server must answer it with CORS headers, as for any module script.
+ */
+export const extraNextTo = (src) => () => import(new URL("microadjust-extra.js", src).href);
+
+const installed = new WeakMap(); // root -> rule lists already added to it
+
+/**
+ * Adds `rules` to `root` (a Document or ShadowRoot) once, as a constructable stylesheet: a page
+ * with a strict `style-src` (no 'unsafe-inline') forbids <style> elements with text, but not
+ * stylesheets built through the CSSOM. Browsers without constructable stylesheets get an empty
+ * <style> filled rule by rule with insertRule, also CSSOM.
+ */
+function addStyles(root, win, rules) {
+  const done = installed.get(root) || [];
+  if (done.includes(rules)) return;
+  installed.set(root, [...done, rules]);
+  try {
+    const sheet = new win.CSSStyleSheet();
+    sheet.replaceSync(rules.join(""));
+    root.adoptedStyleSheets = [...root.adoptedStyleSheets, sheet];
+  } catch {
+    const doc = root.ownerDocument || root;
+    const style = doc.createElement("style");
+    (doc.head || root).append(style);
+    for (const rule of rules)
+      try {
+        style.sheet.insertRule(rule, style.sheet.cssRules.length);
+      } catch {
+        /* an engine that cannot parse one rule still gets the others */
+      }
+  }
+}
+
+export function createPatcher({ report, root = document, win = window, now = () => performance.now(), maxFights = 5, loadExtra } = {}) {
   const doc = root.ownerDocument || root;
+  // By default the chunk sits next to the script that is running now: the tracker, which
+  // creates its patcher while it starts.
+  const load = loadExtra || extraNextTo(doc.currentScript && doc.currentScript.src);
+  let extra; // the chunk's exports, once loaded
+  let loading; // its pending import
   const live = new Map(); // patch id -> record {patch, json, pseq, entries, fights, timer, subs, on}
   const subscribers = new Map(); // slot -> Set of callbacks
   let jobs = [];
@@ -70,11 +118,15 @@ export function createPatcher({ report, root = document, win = window, now = () 
   // Makes sure every (element, op) pair of the patch has its effect; returns "" or why not.
   function fill(rec, els) {
     const { id, ops } = rec.patch;
-    const ctx = { root, doc, dismiss: () => revert(id, "dismissed") };
+    const ctx = { root, doc, dismiss: () => revert(id, "dismissed"), style: (rules) => addStyles(root, win, rules) };
     if (!els.length && !ops.every(pageLevel)) return "target";
     ops.forEach((op, i) => {
       for (const el of pageLevel(op) ? [null] : els)
-        if (!rec.entries.some((e) => e.el == el && e.i == i)) rec.entries.push({ el, i, ...write(op, el, ctx) });
+        if (!rec.entries.some((e) => e.el == el && e.i == i)) {
+          const write = OPS[op.op] || (extra || 0).write;
+          if (!write) throw "extra_unavailable";
+          rec.entries.push({ el, i, ...write(op, el, ctx) });
+        }
     });
     return "";
   }
@@ -160,7 +212,7 @@ export function createPatcher({ report, root = document, win = window, now = () 
       armTtl(rec);
       return send(rec, "delegated", t0);
     }
-    schedule((painted) => {
+    const job = (painted) => {
       if (old) undo(old); // §5: a new patch under a known id replaces the old one
       if (live.get(patch.id) != rec) return; // reverted or replaced before this frame
       const els = resolve(patch.target);
@@ -176,10 +228,20 @@ export function createPatcher({ report, root = document, win = window, now = () 
         return painted.push([rec, els.map ? "failed" : "refused", t0, why]);
       }
       rec.on = 1;
-      installStyles(root, win); // in the same frame as the writes, so nothing renders unstyled
+      addStyles(root, win, REDUCED_MOTION);
       armTtl(rec);
       painted.push([rec, "applied", t0]);
-    });
+    };
+    if (extra || !patch.ops.some(lazy)) return schedule(job);
+    // The first patch that needs the chunk waits for it (so do others arriving meanwhile); a
+    // failed load is tried again by the next such patch.
+    loading ||= Promise.resolve()
+      .then(load)
+      .then(
+        (x) => (extra = x),
+        () => (loading = 0),
+      );
+    loading.then(() => schedule(job));
   }
 
   return {
