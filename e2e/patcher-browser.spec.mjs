@@ -3,6 +3,9 @@
 // a strict CSP with Trusted Types enforced. It proves (1) no XSS vector executes, (2) demo-like
 // patches cause no layout shift (CLS <= 0.01), (3) a framework that keeps resetting the DOM
 // ends in the loop guard's report, plus reduced motion and the CSP-safe notify stylesheet.
+// The template/notify chunk is built and served as /microadjust-extra.js, next to the patcher's
+// script, so every notify and template patch here also proves the lazy import() works under the
+// strict CSP with Trusted Types (`trusted-types 'none'`: no policy, no <script src> from script).
 import { test, expect } from "@playwright/test";
 import { build } from "esbuild";
 import { createServer } from "node:http";
@@ -80,8 +83,11 @@ test.beforeAll(async () => {
     globalName: "MAPatcher",
     write: false,
   });
+  // the lazily loaded chunk, built the way client_js/build.mjs builds dist/microadjust-extra.js
+  const extra = await build({ entryPoints: [join(ROOT, "client_js/src/patcher/extra.js")], bundle: true, format: "esm", minify: true, write: false });
   const files = {
     "/patcher.js": ["text/javascript", bundle.outputFiles[0].text],
+    "/microadjust-extra.js": ["text/javascript", extra.outputFiles[0].text],
     "/harness.js": ["text/javascript", HARNESS],
     "/framework.js": ["text/javascript", FRAMEWORK],
     "/styles.css": ["text/css", CSS],
@@ -113,7 +119,7 @@ async function open(page, query = "") {
   });
   page.on("request", (r) => {
     const path = new URL(r.url()).pathname;
-    if (!r.url().startsWith(base) || !["/page", "/patcher.js", "/harness.js", "/framework.js", "/styles.css", "/favicon.ico"].includes(path)) outside.push("request " + r.url());
+    if (!r.url().startsWith(base) || !["/page", "/patcher.js", "/microadjust-extra.js", "/harness.js", "/framework.js", "/styles.css", "/favicon.ico"].includes(path)) outside.push("request " + r.url());
   });
   page.on("pageerror", (e) => outside.push("error " + e.message));
   await page.goto(`${base}/page${query}`);
@@ -244,5 +250,28 @@ test("notify components are styled under a strict CSP and drop their animation f
   await page.evaluate(() => window.__frames(3));
   expect(await show()).toEqual({ position: "fixed", animation: "none", role: "status" });
   expect(await page.$eval("[data-ma-item=p1]", (n) => getComputedStyle(n).transitionDuration)).toBe("0s");
+  expect(await page.evaluate(() => window.__hits)).toEqual([]);
+});
+
+test("the template/notify chunk is fetched on first use only, and a chunk that cannot load fails just those patches", async ({ page }) => {
+  const fetched = [];
+  page.on("request", (r) => r.url().endsWith("/microadjust-extra.js") && fetched.push(r.url()));
+  await open(page, "?csp");
+  await page.evaluate(() => window.__apply([{ id: "plain", rule: "e2e", target: { item: "p1" }, ops: [{ op: "addClass", class: "ma-emphasis" }], ttl: 0, priority: 0, cause: 0 }]));
+  await page.evaluate(() => window.__frames(5));
+  expect(fetched).toEqual([]); // a page that only gets class, text, style, attribute or order patches never loads it
+
+  await page.route("**/microadjust-extra.js", (route) => route.abort());
+  await page.evaluate(() =>
+    window.__patcher.apply({ pseq: 2, patch: { id: "offer", rule: "e2e", target: { slot: "offer" }, ops: [{ op: "addClass", class: "x" }, { op: "template", id: "ma-offer" }], ttl: 0, priority: 0, cause: 0 } }),
+  );
+  await expect.poll(() => page.evaluate(() => window.__reports.map((r) => `${r.id}:${r.status}:${r.reason || ""}`))).toEqual(["plain:applied:", "offer:failed:extra_unavailable"]);
+  expect(await page.getAttribute("[data-ma-slot=offer]", "class")).toBe("reserve"); // the whole patch is undone
+
+  await page.unroute("**/microadjust-extra.js"); // the next patch that needs it tries again
+  await page.evaluate(() => window.__patcher.apply({ pseq: 3, patch: { id: "toast", rule: "e2e", target: { slot: "cta" }, ops: [{ op: "notify", kind: "toast", text: "Saved" }], ttl: 0, priority: 0, cause: 0 } }));
+  await expect.poll(() => page.evaluate(() => window.__reports.at(-1).status)).toBe("applied");
+  expect(await page.textContent(".ma-toast")).toContain("Saved");
+  expect(fetched.length).toBe(2);
   expect(await page.evaluate(() => window.__hits)).toEqual([]);
 });

@@ -1,12 +1,17 @@
-// The patcher's lazily loaded chunk (dist/microadjust-extra.js): the `template` op and the
-// built-in `notify` components (toast, slide-in, badge) with their stylesheet (PROTOCOL §5.1).
-// They are the largest ops and the rarest, so the default tracker does not carry them: the
-// patcher imports this module the first time a patch needs one of them (index.js, `loadExtra`).
-// The patch has passed the whole vocabulary check (vocabulary.js) before this code is fetched.
+// The patcher's lazily loaded chunk (dist/microadjust-extra.js): the `template` op, the
+// built-in `notify` components (toast, slide-in, badge) and the patcher's stylesheet (PROTOCOL
+// §5.1). They are the largest parts and the rarest, so the default tracker does not carry them:
+// the patcher imports this module the first time a patch needs one of them, or when the visitor
+// prefers reduced motion (index.js, `loadExtra`). Every patch has passed the whole vocabulary
+// check (vocabulary.js) before it gets here.
 //
 // Same rules as ops.js: textContent, classList, whitelisted attributes and node clones only, no
-// HTML parsing, so no Trusted Types sink; the stylesheet goes through the CSSOM (ctx.style), which
-// a strict `style-src` allows.
+// HTML parsing, so no Trusted Types sink.
+//
+// The stylesheet is installed as a constructable stylesheet (document.adoptedStyleSheets): a
+// page with a strict `style-src` (no 'unsafe-inline') forbids <style> elements with text, but
+// not stylesheets built through the CSSOM. Browsers without constructable stylesheets get an
+// empty <style> filled rule by rule with insertRule, also CSSOM.
 //
 // Layout shift: toast and slide-in are fixed-position overlays and move only with `translate`;
 // a badge is absolutely positioned at its static position (the target's top-left corner), so it
@@ -22,8 +27,33 @@ const CSS = [
   ".ma-x{position:absolute;top:0;right:0;padding:.4em .6em;border:0;background:none;color:inherit;font:inherit;cursor:pointer}",
   ".ma-badge{position:absolute;padding:0 .4em;border-radius:9px;background:#b91c1c;color:#fff;font:700 12px system-ui;transform:translate(-25%,-50%);animation:ma-in .3s}",
   "@keyframes ma-in{from{opacity:0;translate:0 .5em}}",
-  "@media (prefers-reduced-motion:reduce){.ma-n,.ma-badge{animation:none!important}}",
+  // Reduced motion: no entrance animation, and no transition on the elements patches emphasise
+  // (the page's own CSS usually animates emphasis classes on slots and items).
+  "@media (prefers-reduced-motion:reduce){.ma-n,.ma-badge,[data-ma-slot],[data-ma-item]{animation:none!important;transition:none!important}}",
 ];
+
+const installed = new WeakSet();
+
+/** Adds the stylesheet to `root` (a Document or ShadowRoot) once. */
+export function install(root, win) {
+  if (installed.has(root)) return;
+  installed.add(root);
+  try {
+    const sheet = new win.CSSStyleSheet();
+    sheet.replaceSync(CSS.join(""));
+    root.adoptedStyleSheets = [...root.adoptedStyleSheets, sheet];
+  } catch {
+    const doc = root.ownerDocument || root;
+    const style = doc.createElement("style");
+    (doc.head || root).append(style);
+    for (const rule of CSS)
+      try {
+        style.sheet.insertRule(rule, style.sheet.cssRules.length);
+      } catch {
+        /* an engine that cannot parse one rule still gets the others */
+      }
+  }
+}
 
 // A page template is the page's own markup, but a patch should never be the way a script or a
 // frame gets into the page.
@@ -68,7 +98,6 @@ function notify(op, el, ctx) {
     return n;
   };
   let node;
-  ctx.style(CSS); // in the same frame as the component, so it never renders unstyled
   if (op.kind == "badge") {
     node = make("span", "ma-badge", op.text);
     el.prepend(node);
