@@ -192,7 +192,8 @@ def test_wrongly_typed_event_numbers_count_as_zero_instead_of_failing_the_batch(
     events = [view(), {"k": "scroll", "ts": T, "seq": 2, "depth": "99", "speed": float("nan")},
               {"k": "dwell", "ts": T, "seq": 3, "item": "p1", "ms": None}, {"k": "hover", "ts": T, "seq": 4, "item": "p1", "dur": [1], "phase": "end"}]
     profile = evaluate(None, events, T, DEMO)["profile"]
-    assert profile["s"]["scroll"] == {"depth": 0, "speed": 0.0, "n": 1}
+    # A speed of 0 is "not timed": it leaves the speed average untouched (profile.py, scroll).
+    assert profile["s"]["scroll"] == {"depth": 0, "speed": 0.0, "n": 0}
     assert profile["s"]["dwell"]["count"] == 1
 
 

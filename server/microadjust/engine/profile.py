@@ -401,17 +401,23 @@ def apply_event(work: dict, event: dict, now: int, half_life: int, update: Updat
             sc["depth"] = depth
             update.changed.add("session.scroll.depth")
         sample = max(0.0, min(float(_number(event, "speed")), SPEED_HARD_CAP))
-        if sc["n"] >= SPEED_WARMUP:
-            sample = min(sample, max(SPEED_CLIP_FACTOR * sc["speed"], SPEED_CLIP_FLOOR))
-        speed = sample if sc["n"] == 0 else SPEED_ALPHA * sample + (1 - SPEED_ALPHA) * sc["speed"]
-        speed = r6(max(speed, 0.0))
-        if speed != sc["speed"]:
-            sc["speed"] = speed
-            update.changed.add("session.scroll.speed")
-        sc["n"] += 1
-        if speed <= SKIM_SPEED and depth > s["read"]:
-            s["read"] = depth
-            update.changed.add("session.read.depth")
+        if sample == 0.0:
+            # Speed 0 with a scroll event means the tracker could not time the move: a jump
+            # (anchor link, End key, a single non-smooth wheel step). It is no evidence of pace,
+            # so it neither drags the average down nor counts the jumped-over text as read.
+            pass
+        else:
+            if sc["n"] >= SPEED_WARMUP:
+                sample = min(sample, max(SPEED_CLIP_FACTOR * sc["speed"], SPEED_CLIP_FLOOR))
+            speed = sample if sc["n"] == 0 else SPEED_ALPHA * sample + (1 - SPEED_ALPHA) * sc["speed"]
+            speed = r6(max(speed, 0.0))
+            if speed != sc["speed"]:
+                sc["speed"] = speed
+                update.changed.add("session.scroll.speed")
+            sc["n"] += 1
+            if speed <= SKIM_SPEED and depth > s["read"]:
+                s["read"] = depth
+                update.changed.add("session.read.depth")
     elif kind == "dwell":
         ms = max(0, int(_number(event, "ms")))
         dw = s["dwell"]
