@@ -110,7 +110,7 @@ export function init(attr, scriptSrc) {
         else if (msg.t === "revert") patcher.revert(msg.id);
         else if (msg.t === "error") {
           // §3.1: a kind this server does not know is dropped; stop sending it for the session.
-          const kind = msg.code === "unknown_event" && /kind (\w+)/.exec(msg.detail);
+          const kind = msg.code === "unknown_event" && /kind\W+(\w+)/.exec(msg.detail);
           if (!kind) console.warn("microadjust: server error", msg.code, msg.detail);
           else if (muted.indexOf(kind[1]) < 0) save(SESSION, K_MUTE, muted.push(kind[1]) && muted);
         }
