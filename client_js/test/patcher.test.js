@@ -290,3 +290,56 @@ test("two patches on one element revert in any order to the exact original", asy
   await page.frames();
   assert.equal(page.body(), before);
 });
+
+test("a template or notify patch waits for the lazily loaded chunk; other patches do not", async () => {
+  let arrive;
+  const page = setup(PAGE, { loadExtra: () => new Promise((resolve) => (arrive = () => resolve(extra))) });
+  const toast = patch({ slot: "cta" }, [{ op: "addClass", class: "hot" }, { op: "notify", kind: "toast", text: "Saved" }]);
+  page.patcher.apply({ pseq: 1, patch: toast });
+  page.patcher.apply({ pseq: 2, patch: patch({ item: "p1" }, [{ op: "addClass", class: "a" }]) });
+  await page.frames();
+  assert.deepEqual(page.reports.map((r) => [r.pseq, r.status]), [[2, "applied"]]);
+  assert.equal(page.$(".ma-toast"), null);
+  assert.ok(!page.$("a").classList.contains("hot"), "no op of the waiting patch is written before the chunk is there");
+  arrive();
+  await page.frames();
+  assert.deepEqual(page.reports.map((r) => [r.pseq, r.status]), [[2, "applied"], [1, "applied"]]);
+  assert.equal(page.$(".ma-toast").firstChild.textContent, "Saved");
+});
+
+test("a chunk that cannot be loaded fails its patches with extra_unavailable, and the next one tries again", async () => {
+  let tries = 0;
+  const page = setup(PAGE, { loadExtra: async () => (++tries == 1 ? Promise.reject(new Error("offline")) : extra) });
+  const before = page.body();
+  page.patcher.apply({ pseq: 1, patch: patch({ slot: "cta" }, [{ op: "addClass", class: "a" }, { op: "template", id: "ma-offer" }]) });
+  page.patcher.apply({ pseq: 2, patch: patch({ item: "p4" }, [{ op: "notify", kind: "badge", text: "Hot" }]) });
+  await page.frames(3);
+  assert.deepEqual(page.reports.map((r) => [r.pseq, r.status, r.reason]), [[1, "failed", "extra_unavailable"], [2, "failed", "extra_unavailable"]]);
+  assert.equal(page.body(), before, "a failed patch is undone entirely");
+  assert.equal(tries, 1, "patches waiting together share one attempt");
+  page.patcher.apply({ pseq: 3, patch: patch({ item: "p4" }, [{ op: "notify", kind: "badge", text: "Hot" }]) });
+  await page.frames(3);
+  assert.equal(page.reports[2].status, "applied");
+  assert.equal(tries, 2);
+});
+
+test("without a loader (no tracker script to load it from), template and notify fail with extra_unavailable", async () => {
+  const page = setup(PAGE, { loadExtra: undefined });
+  page.patcher.apply({ pseq: 1, patch: patch({ item: "p4" }, [{ op: "notify", kind: "badge", text: "Hot" }]) });
+  await page.frames(3);
+  assert.deepEqual(page.reports.map((r) => [r.status, r.reason]), [["failed", "extra_unavailable"]]);
+});
+
+test("a patch reverted while the chunk loads is never written", async () => {
+  let arrive;
+  const page = setup(PAGE, { loadExtra: () => new Promise((resolve) => (arrive = () => resolve(extra))) });
+  const before = page.body();
+  const p = patch({ slot: "explore" }, [{ op: "template", id: "ma-offer" }]);
+  page.patcher.apply({ pseq: 1, patch: p });
+  page.patcher.revert(p.id);
+  await page.frames();
+  arrive();
+  await page.frames();
+  assert.equal(page.body(), before);
+  assert.deepEqual(page.reports.map((r) => r.status), ["reverted"]);
+});
