@@ -73,7 +73,7 @@ export function createTransport({
     try {
       msg = JSON.parse(data);
     } catch (e) {
-      return; // not JSON: nothing a v1 server sends; ignored
+      return console.warn("microadjust: server sent a frame that is not JSON");
     }
     if (msg.t === "welcome") {
       attempts = 0;
@@ -117,7 +117,7 @@ export function createTransport({
     timers.clearInterval(hbTimer);
     if (state === "stopped" || state === "idle") return;
     if (NO_RECONNECT.indexOf(code) >= 0) {
-      console.warn("microadjust: closed, not reconnecting:", code, reason);
+      console.warn(`microadjust: server closed the stream (${code} ${reason || ""}); not reconnecting (PROTOCOL §7)`);
       return set("stopped");
     }
     if (code === 1009) batcher.shrink();
