@@ -13,10 +13,9 @@ export function createBatcher({
   maxPending = 20,
   timers = globalThis,
 }) {
-  const saved = load() || {};
-  let next = saved.n > 0 ? saved.n : 1; // next sequence number
-  let buf = Array.isArray(saved.b) ? saved.b : []; // [[seq, event], ...] in seq order, all unacked
-  let dropped = saved.d || 0; // events lost to the buffer bound (reported by state())
+  let next = 1; // next sequence number
+  let buf = []; // [[seq, event], ...] in seq order, all unacked
+  let dropped = 0; // events lost to the buffer bound (reported by state())
   let sent = 0; // highest seq handed to the current connection
   let acked = 0;
   let batch = 100; // events per batch: welcome's limits.batch (§2.3), halved after a 1009
@@ -24,6 +23,18 @@ export function createBatcher({
   let timer = 0;
 
   const persist = () => save({ n: next, b: buf, d: dropped });
+
+  // The tab's persisted state, when it is ahead of ours: at start, and when a page comes back from
+  // the back/forward cache after another page of the tab went on numbering the same session.
+  function restore() {
+    const saved = load();
+    if (saved && saved.n >= next && Array.isArray(saved.b)) {
+      next = saved.n;
+      buf = saved.b;
+      dropped = saved.d | 0;
+    }
+  }
+  restore();
 
   function push(event, urgent) {
     const seq = next++;
@@ -54,8 +65,7 @@ export function createBatcher({
       for (;;) {
         const msg = Object.assign({}, extra, { seq: entries[i][0], events: entries.slice(i, i + n).map((e) => e[1]) });
         const text = JSON.stringify(msg);
-        // Cheap upper bound (3 B per UTF-16 unit) first; exact UTF-8 length only when it matters.
-        if (n === 1 || text.length * 3 <= frame || new TextEncoder().encode(text).length <= frame) {
+        if (n === 1 || new Blob([text]).size <= frame) {
           out.push([text, n]);
           break;
         }
@@ -112,6 +122,7 @@ export function createBatcher({
     flush,
     ack,
     welcome,
+    restore,
     /** A new connection starts: nothing is sent on it yet. */
     reset() {
       sent = acked;

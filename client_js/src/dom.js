@@ -10,9 +10,8 @@ export function tracked(node) {
 }
 
 export function describe(el) {
-  const tag = el.tagName.toLowerCase();
   const cls = typeof el.className === "string" && el.className.trim().split(/\s+/)[0];
-  return (el.id ? tag + "#" + el.id : cls ? tag + "." + cls : tag).slice(0, 128);
+  return (el.tagName.toLowerCase() + (el.id ? "#" + el.id : cls ? "." + cls : "")).slice(0, 128);
 }
 
 export function tags(el) {
@@ -23,12 +22,9 @@ export function tags(el) {
 /** `{item, tags?}` / `{slot}` / `{el}` for an element (PROTOCOL §3.1 common fields). */
 export function ref(el) {
   const item = el.getAttribute("data-ma-item");
-  if (item) {
-    const t = tags(el);
-    return t ? { item, tags: t } : { item };
-  }
   const slot = el.getAttribute("data-ma-slot");
-  return slot ? { slot } : { el: describe(el) };
+  // Undefined fields are left out of the JSON.
+  return item ? { item, tags: tags(el) } : slot ? { slot } : { el: describe(el) };
 }
 
 /**

@@ -1,45 +1,29 @@
-// First-party storage that never throws: Safari private mode, disabled cookies or a full quota
+// First-party storage that never throws: Safari private mode, disabled storage or a full quota
 // make localStorage/sessionStorage throw, and the tracker must never break the page over it.
-const area = (name) => {
-  try {
-    return window[name];
-  } catch (e) {
-    return null;
-  }
-};
+export const LOCAL = "localStorage";
+export const SESSION = "sessionStorage";
 
-export function get(name, key) {
+/** The JSON value stored under `key`, or null. */
+export function load(area, key) {
   try {
-    const v = area(name).getItem(key);
-    return v == null ? null : JSON.parse(v);
+    return JSON.parse(window[area].getItem(key));
   } catch (e) {
     return null;
   }
 }
 
-export function set(name, key, value) {
+/** Stores `value` as JSON; `undefined` removes the key. */
+export function save(area, key, value) {
   try {
-    area(name).setItem(key, JSON.stringify(value));
+    value === undefined ? window[area].removeItem(key) : window[area].setItem(key, JSON.stringify(value));
   } catch (e) {
-    /* quota or disabled storage: the event stays in memory only */
-  }
-}
-
-export function del(name, key) {
-  try {
-    area(name).removeItem(key);
-  } catch (e) {
-    /* nothing stored, nothing to clear */
+    /* quota or disabled storage: the state stays in memory only */
   }
 }
 
 /** Random id `p_` + 22 url-safe chars (128 bits, crypto.getRandomValues): no fingerprinting. */
 export function randomId(prefix) {
-  const b = crypto.getRandomValues(new Uint8Array(16));
   let s = prefix;
-  for (let i = 0; i < 16; i++) s += "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[b[i] & 63];
+  for (const b of crypto.getRandomValues(new Uint8Array(22))) s += "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[b & 63];
   return s;
 }
-
-export const LOCAL = "localStorage";
-export const SESSION = "sessionStorage";

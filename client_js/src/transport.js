@@ -73,7 +73,7 @@ export function createTransport({
     try {
       msg = JSON.parse(data);
     } catch (e) {
-      return console.warn("microadjust: server sent a frame that is not JSON");
+      return; // not JSON: nothing a v1 server sends; ignored
     }
     if (msg.t === "welcome") {
       attempts = 0;
@@ -117,7 +117,7 @@ export function createTransport({
     timers.clearInterval(hbTimer);
     if (state === "stopped" || state === "idle") return;
     if (NO_RECONNECT.indexOf(code) >= 0) {
-      console.warn(`microadjust: server closed the stream (${code} ${reason || ""}); not reconnecting (PROTOCOL §7)`);
+      console.warn("microadjust: closed, not reconnecting:", code, reason);
       return set("stopped");
     }
     if (code === 1009) batcher.shrink();

@@ -11,10 +11,14 @@
 //   re-applies it; the patcher's own writes are discarded with takeRecords() right after they
 //   are made, so it never reacts to itself. More than `maxFights` re-applies of one patch
 //   within FIGHT_WINDOW ms means the page and the patch disagree: revert, report `failed: loop`.
+// - `template`, `notify` and the stylesheet are in a separate chunk (extra.js, built as
+//   microadjust-extra.js) that `loadExtra()` imports the first time a patch needs it: a patch
+//   with one of those ops, or any patch for a visitor who prefers reduced motion (the sheet
+//   stops the transitions of patched slots and items). The patch waits for the chunk; its
+//   template and notify ops fail with reason `extra_unavailable` if it cannot be loaded.
 
 import { checkPatch } from "./vocabulary.js";
-import { write } from "./ops.js";
-import { installStyles } from "./notify.js";
+import { OPS } from "./ops.js";
 
 /** Re-applies of one patch within this many ms that count towards `maxFights`. */
 export const FIGHT_WINDOW = 10000;
@@ -23,79 +27,91 @@ export const FIGHT_WINDOW = 10000;
 // <style> it would inject CSS), whatever selector a rule uses.
 const UNSAFE_TARGET = "head,script,style,template,noscript,iframe,object,embed,svg script,svg style";
 const OBSERVE = { subtree: true, childList: true, attributes: true, characterData: true };
-
 const pageLevel = (op) => op.op == "notify" && op.kind != "badge";
+const lazy = (op) => !OPS[op.op]; // written by the extra chunk
 
-export function createPatcher({ report, root = document, win = window, now = () => performance.now(), maxFights = 5 } = {}) {
+/**
+ * A `loadExtra` that imports microadjust-extra.js from next to `src` (the tracker's own URL).
+ * import() is governed by CSP `script-src` ('self' allows it: same origin as the tracker) and
+ * is no Trusted Types sink, unlike a <script src> written from script; cross-origin, the
+ * server must answer it with CORS headers, as for any module script.
+ */
+export const extraNextTo = (src) => () => import(new URL("microadjust-extra.js", src).href);
+
+export function createPatcher({ report, root = document, win = window, now = () => performance.now(), maxFights = 5, loadExtra } = {}) {
   const doc = root.ownerDocument || root;
+  // By default the chunk sits next to the script that is running now: the tracker, which
+  // creates its patcher while it starts.
+  const load = loadExtra || extraNextTo(doc.currentScript && doc.currentScript.src);
+  let extra; // the chunk's exports, once loaded
+  let loading; // its pending import
   const live = new Map(); // patch id -> record {patch, json, pseq, entries, fights, timer, subs, on}
-  const subscribers = new Map(); // slot -> Set of callbacks
+  const subscribers = new Set(); // [slot, callback]
   let jobs = [];
   let frame = 0;
   const observer = new win.MutationObserver(() => jobs.includes(check) || schedule(check));
 
-  const since = (t0) => Math.round((now() - t0) * 10) / 10;
   const send = (rec, status, t0, reason) =>
-    report({ id: rec.patch.id, pseq: rec.pseq, status, ...(reason && { reason }), ms: since(t0) });
+    report({ id: rec.patch.id, pseq: rec.pseq, status, ...(reason && { reason }), ms: Math.round((now() - t0) * 10) / 10 });
 
   function schedule(job) {
     jobs.push(job);
-    frame ||= win.requestAnimationFrame(flush);
+    frame = frame || win.requestAnimationFrame(flush);
   }
 
   // The one frame in which every pending write happens; reports wait for the frame after it.
   function flush() {
-    frame = 0;
     const run = jobs;
     const painted = [];
+    frame = 0;
     jobs = [];
     if (observer.takeRecords().length && !run.includes(check)) run.unshift(check);
-    for (const job of run) job(painted);
+    run.forEach((job) => job(painted));
     observer.takeRecords(); // our own writes: not the page undoing us
     [...live.values()].some((r) => r.on) ? observer.observe(root, OBSERVE) : observer.disconnect();
     if (painted.length) win.requestAnimationFrame(() => painted.forEach((p) => send(...p)));
   }
 
-  // Elements the target names (§5), or a refusal reason.
-  function resolve(t) {
+  // Makes sure every (element, op) pair of the patch has its effect; throws why not.
+  function fill(rec) {
+    const { id, ops, target: t } = rec.patch;
     let els;
     try {
       els = [...root.querySelectorAll(t.sel || `[data-ma-${t.slot ? "slot" : "item"}="${t.slot || t.item}"]`)];
     } catch {
-      return "target"; // a selector the browser cannot parse
+      els = 0; // a selector the browser cannot parse
     }
-    return els.some((el) => el.closest(UNSAFE_TARGET)) ? "target" : els;
-  }
-
-  // Makes sure every (element, op) pair of the patch has its effect; returns "" or why not.
-  function fill(rec, els) {
-    const { id, ops } = rec.patch;
+    if (!els || els.some((el) => el.closest(UNSAFE_TARGET))) throw ["refused", "target"];
+    if (!els.length && !ops.every(pageLevel)) throw "target";
     const ctx = { root, doc, dismiss: () => revert(id, "dismissed") };
-    if (!els.length && !ops.every(pageLevel)) return "target";
     ops.forEach((op, i) => {
       for (const el of pageLevel(op) ? [null] : els)
-        if (!rec.entries.some((e) => e.el == el && e.i == i)) rec.entries.push({ el, i, ...write(op, el, ctx) });
+        if (!rec.entries.some((e) => e.el == el && e.i == i)) {
+          const write = OPS[op.op] || (extra || 0).write;
+          if (!write) throw "extra_unavailable";
+          rec.entries.push({ el, i, ...write(op, el, ctx) });
+        }
     });
-    return "";
   }
 
   function undo(rec) {
     win.clearTimeout(rec.timer);
-    if (rec.subs) return rec.subs.forEach((cb) => deliver(cb, { id: rec.patch.id, target: rec.patch.target, ops: [{ op: "revert" }] }));
+    if (rec.subs) return deliver(rec.subs, { id: rec.patch.id, target: rec.patch.target, ops: [{ op: "revert" }] });
     rec.entries.reverse().forEach((e) => e.undo());
     rec.entries = [];
     rec.on = 0;
   }
 
-  function deliver(cb, patch) {
-    try {
-      cb(patch);
-    } catch (e) {
-      win.reportError?.(e); // a subscriber's bug is its own; other subscribers still get the patch
-    }
+  function deliver(callbacks, patch) {
+    for (const cb of callbacks)
+      try {
+        cb(patch);
+      } catch (e) {
+        win.reportError && win.reportError(e); // a subscriber's bug is its own; the others still get the patch
+      }
   }
 
-  function armTtl(rec) {
+  function start(rec) {
     if (rec.patch.ttl) rec.timer = win.setTimeout(() => revert(rec.patch.id, "ttl"), rec.patch.ttl);
   }
 
@@ -107,7 +123,7 @@ export function createPatcher({ report, root = document, win = window, now = () 
       if (broken.length) {
         // The page now owns what it overwrote: forget those undos, only remove nodes we inserted.
         rec.entries = rec.entries.filter((e) => !broken.includes(e));
-        broken.forEach((e) => e.drop?.());
+        broken.forEach((e) => e.drop && e.drop());
         const t = now();
         rec.fights = rec.fights.filter((f) => t - f < FIGHT_WINDOW).concat(t);
         if (rec.fights.length > maxFights) {
@@ -117,25 +133,24 @@ export function createPatcher({ report, root = document, win = window, now = () 
           continue;
         }
       }
-      const els = resolve(rec.patch.target);
       try {
-        if (els.map) fill(rec, els);
+        fill(rec);
       } catch {
-        /* a template the re-render removed: wait for the page to settle */
+        /* the target or a template is gone for now: wait for the page to settle */
       }
     }
   }
 
   function revert(id, reason) {
     const rec = live.get(id);
+    const t0 = now();
     if (!rec) return;
     live.delete(id);
-    const t0 = now();
+    win.clearTimeout(rec.timer);
     if (rec.subs) {
       undo(rec);
       return send(rec, "reverted", t0, reason);
     }
-    win.clearTimeout(rec.timer);
     schedule((painted) => {
       undo(rec);
       painted.push([rec, "reverted", t0, reason]);
@@ -143,43 +158,51 @@ export function createPatcher({ report, root = document, win = window, now = () 
   }
 
   function apply({ pseq, patch, causeAt }) {
-    const t0 = causeAt ?? now();
+    const t0 = causeAt == null ? now() : causeAt;
     const reason = checkPatch(patch);
-    if (reason) return report({ id: patch?.id, pseq, status: "refused", reason, ms: since(t0) });
+    if (reason) return report({ id: patch && patch.id, pseq, status: "refused", reason, ms: Math.round((now() - t0) * 10) / 10 });
     const json = JSON.stringify(patch);
     const old = live.get(patch.id);
-    if (old?.json == json) return; // §5: the same patch again is a no-op
+    if (old && old.json == json) return; // §5: the same patch again is a no-op
     const rec = { patch, json, pseq, entries: [], fights: [] };
+    const subs = [...subscribers].filter((s) => s[0] == patch.target.slot).map((s) => s[1]);
     live.set(patch.id, rec);
     if (old) win.clearTimeout(old.timer);
-    const subs = subscribers.get(patch.target.slot);
-    if (subs?.size) {
+    if (subs.length) {
       if (old) old.subs ? undo(old) : schedule(() => undo(old));
-      rec.subs = [...subs];
-      rec.subs.forEach((cb) => deliver(cb, patch));
-      armTtl(rec);
+      deliver((rec.subs = subs), patch);
+      start(rec);
       return send(rec, "delegated", t0);
     }
-    schedule((painted) => {
+    const job = (painted) => {
       if (old) undo(old); // §5: a new patch under a known id replaces the old one
       if (live.get(patch.id) != rec) return; // reverted or replaced before this frame
-      const els = resolve(patch.target);
-      let why = els.map ? "" : els;
       try {
-        why ||= fill(rec, els);
-      } catch (e) {
-        why = e + "";
-      }
-      if (why) {
+        fill(rec);
+        rec.on = 1;
+        // in the same frame as the writes, so nothing renders unstyled
+        if (extra) extra.install(root, win);
+        start(rec);
+        painted.push([rec, "applied", t0]);
+      } catch (why) {
         undo(rec);
         live.delete(patch.id);
-        return painted.push([rec, els.map ? "failed" : "refused", t0, why]);
+        const [status, r] = why.map ? why : ["failed", why + ""];
+        painted.push([rec, status, t0, r]);
       }
-      rec.on = 1;
-      installStyles(root, win); // in the same frame as the writes, so nothing renders unstyled
-      armTtl(rec);
-      painted.push([rec, "applied", t0]);
-    });
+    };
+    if (extra || !(patch.ops.some(lazy) || (win.matchMedia && win.matchMedia("(prefers-reduced-motion:reduce)").matches))) return schedule(job);
+    // The first patch that needs the chunk waits for it (so do others arriving meanwhile); a
+    // failed load is tried again by the next such patch.
+    loading =
+      loading ||
+      Promise.resolve()
+        .then(load)
+        .then(
+          (x) => (extra = x),
+          () => (loading = 0),
+        );
+    loading.then(() => schedule(job));
   }
 
   return {
@@ -187,9 +210,9 @@ export function createPatcher({ report, root = document, win = window, now = () 
     revert: (id) => revert(id),
     revertAll: () => [...live.keys()].forEach((id) => revert(id)),
     subscribe(slot, cb) {
-      subscribers.has(slot) || subscribers.set(slot, new Set());
-      subscribers.get(slot).add(cb);
-      return () => subscribers.get(slot).delete(cb);
+      const s = [slot, cb];
+      subscribers.add(s);
+      return () => subscribers.delete(s);
     },
   };
 }

@@ -2,7 +2,7 @@
 // RAGE_PX: the frustrated "why does nothing happen" burst) and dead clicks (no DOM change, scroll,
 // selection or navigation within DEAD_MS). To know whether a click was dead it is held at most
 // DEAD_MS; the page's reaction, which usually comes within a frame, releases it at once.
-import { tracked, ref, describe, now } from "../dom.js";
+import { tracked, ref, now } from "../dom.js";
 
 export const RAGE_N = 3;
 export const RAGE_MS = 800;
@@ -34,8 +34,7 @@ export function clicks(ctx) {
       const t = now();
       const el = e.target && e.target.nodeType === 1 ? e.target : null;
       if (!el) return;
-      const tr = tracked(el);
-      const ev = { k: "click", ...(tr ? ref(tr) : { el: describe(el) }) };
+      const ev = { k: "click", ...ref(tracked(el) || el) };
       recent = recent.filter((c) => t - c[0] < RAGE_MS && Math.hypot(c[1] - e.clientX, c[2] - e.clientY) < RAGE_PX);
       recent.push([t, e.clientX, e.clientY]);
       if (recent.length >= RAGE_N) {

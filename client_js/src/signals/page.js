@@ -1,7 +1,7 @@
 // Page views (PROTOCOL §3.1 `view`) with the page's tracked items `{key, tags?, slot?}` so the
 // server can rank them; SPA route changes (pushState, replaceState, popstate, hashchange) as views
-// once per real URL change; back/forward cache restores as views; and engaged time (proposed kind
-// `engage`): time the tab was visible, focused and used (input within IDLE_MS), sent on hide.
+// with `via`, once per real URL change; back/forward cache restores as views with via "bfcache".
+// `engage` (full build): time the tab was visible and used (input within IDLE_MS), sent on hide.
 import { tags } from "../dom.js";
 
 export const IDLE_MS = 15000;
@@ -9,15 +9,9 @@ export const ROUTE_SETTLE_MS = 100; // a router's push + replace pair is one cha
 
 export function pageItems() {
   const out = [];
-  const els = document.querySelectorAll("[data-ma-item]");
-  for (let i = 0; i < els.length && out.length < 200; i++) {
-    const el = els[i];
-    const it = { key: el.getAttribute("data-ma-item") };
-    const t = tags(el);
-    if (t) it.tags = t;
+  for (const el of document.querySelectorAll("[data-ma-item]")) {
     const slot = el.parentElement && el.parentElement.closest("[data-ma-slot]");
-    if (slot) it.slot = slot.getAttribute("data-ma-slot");
-    out.push(it);
+    if (out.push({ key: el.getAttribute("data-ma-item"), tags: tags(el), slot: slot ? slot.getAttribute("data-ma-slot") : undefined }) >= 200) break;
   }
   return out;
 }
@@ -27,31 +21,23 @@ const here = () => (location.pathname + location.search + location.hash).slice(0
 export function page(ctx) {
   let url = here();
   let timer = 0;
-  let engaged = 0;
-  let lastAct = performance.now();
-
-  function view(via) {
-    const ev = { k: "view", url: here(), title: document.title.slice(0, 256), items: pageItems() };
-    if (via) ev.via = via;
-    ctx.emit(ev);
-  }
-
-  function changed(via) {
+  const view = (via) => ctx.emit({ k: "view", url: here(), title: document.title.slice(0, 256), items: pageItems(), via });
+  // The URL is compared after the route settled: a replaceState to the same URL, or a push that
+  // was undone, is no change; several calls in a row are one.
+  const changed = (via) => {
     clearTimeout(timer);
     timer = setTimeout(() => {
-      if (here() === url) return; // replaceState of the same URL, or a push undone: no change
+      if (here() === url) return;
       url = here();
       ctx.scan(); // the new route's elements for dwell, items and reading
       view(via);
     }, ROUTE_SETTLE_MS);
-  }
-
+  };
   for (const m of ["pushState", "replaceState"]) {
     const orig = history[m];
-    const via = m === "pushState" ? "push" : "replace";
     history[m] = function () {
       const r = orig.apply(this, arguments);
-      changed(via);
+      changed(m === "pushState" ? "push" : "replace");
       return r;
     };
     ctx.onStop(() => (history[m] = orig));
@@ -59,7 +45,12 @@ export function page(ctx) {
   ctx.on(window, "popstate", () => changed("pop"));
   ctx.on(window, "hashchange", () => changed("hash"));
   ctx.on(window, "pageshow", (e) => e.persisted && view("bfcache"));
+  view();
+}
 
+export function engage(ctx) {
+  let engaged = 0;
+  let lastAct = performance.now();
   const act = () => {
     const t = performance.now();
     if (t - lastAct < IDLE_MS && !document.hidden) engaged += t - lastAct;
@@ -71,6 +62,4 @@ export function page(ctx) {
     if (engaged >= 1000) ctx.emit({ k: "engage", ms: Math.round(engaged) });
     engaged = 0;
   });
-
-  view();
 }
