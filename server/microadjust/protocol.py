@@ -213,6 +213,9 @@ def _view(ev: dict, path: str, out: dict) -> None:
                 entry["slot"] = slot
             clean.append(entry)
         out["items"] = clean
+    via = _enum(ev, "via", path, VIEW_VIA, required=False)
+    if via is not None:
+        out["via"] = via
 
 
 def _hover(ev: dict, path: str, out: dict) -> None:
@@ -261,7 +264,58 @@ def _custom(ev: dict, path: str, out: dict) -> None:
         out["props"] = props
 
 
+VIEW_VIA = ("push", "replace", "pop", "hash", "bfcache")
+FORM_EVENTS = ("focus", "blur", "change", "submit")
+
+
+def _engage(ev: dict, path: str, out: dict) -> None:
+    out["ms"] = _int(ev, "ms", path, 0)
+
+
+def _read(ev: dict, path: str, out: dict) -> None:
+    _element(ev, path, out)
+    out["ms"] = _int(ev, "ms", path, 0)
+    out["words"] = _int(ev, "words", path, 0)
+    out["speed"] = _num(ev, "speed", path, 0, 1_000_000)
+
+
+def _form(ev: dict, path: str, out: dict) -> None:
+    # Names only, never values (PROTOCOL §3.1): unknown fields such as a value are dropped.
+    out["ev"] = _enum(ev, "ev", path, FORM_EVENTS)
+    for name in ("field", "form"):
+        v = _str(ev, name, path, 1, 128, required=False)
+        if v is not None:
+            out[name] = v
+
+
+def _keys(ev: dict, path: str, out: dict) -> None:
+    out["field"] = _str(ev, "field", path, 1, 128)
+    form = _str(ev, "form", path, 1, 128, required=False)
+    if form is not None:
+        out["form"] = form
+    out["n"] = _int(ev, "n", path, 0)
+    out["mean"] = _num(ev, "mean", path, 0, 3_600_000)
+
+
+def _pointer(ev: dict, path: str, out: dict) -> None:
+    out["cols"] = _int(ev, "cols", path, 1)
+    out["row"] = _int(ev, "row", path, 1)
+    p = _join(path, "cells")
+    cells = ev.get("cells")
+    if type(cells) is not list or len(cells) > 200:
+        raise _bad(p, "expected array of at most 200 cells")
+    for i, cell in enumerate(cells):
+        if type(cell) is not list or len(cell) != 3 or any(type(c) is not int or c < 0 for c in cell):
+            raise _bad(f"{p}[{i}]", "expected [column, row, count] of integers >= 0")
+    out["cells"] = cells
+
+
 EVENT_KINDS = {
+    "engage": _engage,
+    "read": _read,
+    "form": _form,
+    "keys": _keys,
+    "pointer": _pointer,
     "view": _view,
     "hover": _hover,
     "scroll": _scroll,

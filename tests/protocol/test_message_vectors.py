@@ -76,8 +76,8 @@ def test_unknown_fields_are_ignored_and_not_passed_on():
 
 def test_unknown_event_kind_keeps_its_sequence_number_slot():
     _, batch = protocol.validate_client_message(
-        {"t": "events", "seq": 10, "events": [{"k": "form", "ts": 1}, {"k": "click", "ts": 2}]})
-    assert batch.unknown == [("events[0].k", "form")]
+        {"t": "events", "seq": 10, "events": [{"k": "gaze", "ts": 1}, {"k": "click", "ts": 2}]})
+    assert batch.unknown == [("events[0].k", "gaze")]
     assert [e["seq"] for e in batch.events] == [11]
     assert batch.last == 11
 

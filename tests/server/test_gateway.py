@@ -235,9 +235,9 @@ async def test_unknown_type_gets_unknown_type_error(server):
 async def test_unknown_event_kind_is_reported_and_the_rest_of_the_batch_kept(server):
     vid, sid = ids()
     ws, _ = await open_session(server, vid, sid)
-    await send(ws, {"t": "events", "seq": 1, "events": [{"k": "form", "ts": TS, "field": "email"}, hover("p1", 100, "end")]})
+    await send(ws, {"t": "events", "seq": 1, "events": [{"k": "gaze", "ts": TS, "x": 0.4}, hover("p1", 100, "end")]})
     err = await recv(ws)
-    assert err == {"t": "error", "code": "unknown_event", "detail": "events[0].k: unknown event kind 'form'; dropped"}
+    assert err == {"t": "error", "code": "unknown_event", "detail": "events[0].k: unknown event kind 'gaze'; dropped"}
     assert await recv(ws) == {"t": "ack", "seq": 2}
     assert stats(server, sid)["sessions"] == {sid: 1}
     await ws.close()
@@ -304,3 +304,21 @@ async def test_first_frame_not_json_closes_4002_expected_hello(server):
     async with connect(server) as ws:
         await send(ws, "{hello")
         assert await closed_with(ws) == (4002, "expected hello")
+
+
+async def test_extended_event_kinds_are_stored_without_values(server):
+    # PROTOCOL §3.1: engage/read/form/keys/pointer and view.via are v1 kinds; a form event never
+    # carries a value even if a broken tracker sends one (unknown fields are dropped).
+    vid, sid = ids()
+    ws, _ = await open_session(server, vid, sid)
+    await send(ws, {"t": "events", "seq": 1, "events": [
+        {"k": "view", "ts": TS, "url": "/shop?page=2", "items": [], "via": "push"},
+        {"k": "engage", "ts": TS, "ms": 42000},
+        {"k": "read", "ts": TS, "slot": "sec-2", "ms": 8200, "words": 240, "speed": 35},
+        {"k": "form", "ts": TS, "ev": "change", "field": "email", "value": "secret@example.com"},
+        {"k": "keys", "ts": TS, "field": "email", "n": 18, "mean": 140},
+        {"k": "pointer", "ts": TS, "cols": 20, "row": 100, "cells": [[3, 1, 4]]},
+    ]})
+    assert await recv(ws) == {"t": "ack", "seq": 6}
+    assert stats(server, sid)["sessions"] == {sid: 6}
+    await ws.close()

@@ -72,7 +72,7 @@ async def test_a_batch_the_store_cannot_take_is_not_acked_so_the_tracker_resends
 # Arbitrary JSON, biased towards the shapes of real messages so the checks get exercised deeply.
 scalars = st.none() | st.booleans() | st.integers(-2**60, 2**60) | st.floats(allow_nan=False) | st.text(max_size=20)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=5), max_leaves=20)
-event_like = st.fixed_dictionaries({"k": st.sampled_from(["view", "hover", "scroll", "dwell", "click", "custom", "form"]),
+event_like = st.fixed_dictionaries({"k": st.sampled_from(["view", "hover", "scroll", "dwell", "click", "custom", "form", "gaze"]),
                                     "ts": scalars}, optional={"dur": scalars, "phase": scalars, "depth": scalars, "speed": scalars,
                                                                "ms": scalars, "item": scalars, "tags": json_values, "name": scalars,
                                                                "props": json_values, "items": json_values, "url": scalars})
