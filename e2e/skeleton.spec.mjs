@@ -7,6 +7,16 @@ async function waitOpen(page) {
   await expect.poll(() => page.evaluate(() => window.microadjust && window.microadjust.state().state)).toBe("open");
 }
 
+/** Two sneakers products hovered past the intent threshold make sneakers the visitor's top tag. */
+async function showInterestInSneakers(page) {
+  for (const key of ["p1", "p2"]) {
+    const product = page.locator(`[data-ma-item="${key}"]`);
+    await product.scrollIntoViewIfNeeded();
+    await product.hover();
+    await expect(product).toHaveClass(/\bma-emphasis\b/, { timeout: 6000 });
+  }
+}
+
 async function patchesFor(page, pred) {
   return page.evaluate((src) => window.__maPatches.filter(new Function("p", `return ${src}`)), pred);
 }
@@ -57,13 +67,7 @@ test.describe("demo shop", () => {
   test("interest in a tag reorders the recommendations", async ({ page }) => {
     const recs = page.locator('[data-ma-slot="recs"] [data-ma-item]');
     const before = await recs.evaluateAll((els) => els.map((e) => e.dataset.maItem));
-    // Two sneakers products hovered past the threshold make sneakers the top tag.
-    for (const key of ["p1", "p2"]) {
-      const product = page.locator(`[data-ma-item="${key}"]`);
-      await product.scrollIntoViewIfNeeded();
-      await product.hover();
-      await expect(product).toHaveClass(/\bma-emphasis\b/, { timeout: 6000 });
-    }
+    await showInterestInSneakers(page);
     await expect
       .poll(() => recs.evaluateAll((els) => els.map((e) => e.dataset.maItem)), { timeout: 8000 })
       .not.toEqual(before);
@@ -78,12 +82,7 @@ test.describe("demo shop", () => {
     });
     const recs = page.locator('[data-ma-slot="recs"] [data-ma-item]');
     const before = await recs.evaluateAll((els) => els.map((e) => e.dataset.maItem));
-    for (const key of ["p1", "p2"]) {
-      const product = page.locator(`[data-ma-item="${key}"]`);
-      await product.scrollIntoViewIfNeeded();
-      await product.hover();
-      await expect(product).toHaveClass(/\bma-emphasis\b/, { timeout: 6000 });
-    }
+    await showInterestInSneakers(page);
     await expect.poll(() => page.evaluate(() => window.__recs.length), { timeout: 8000 }).toBeGreaterThan(0);
     const patch = (await page.evaluate(() => window.__recs))[0];
     expect(patch.target).toEqual({ slot: "recs" });
