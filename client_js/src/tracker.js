@@ -1,7 +1,8 @@
 // The tracker: reads the script tag (config.js), asks consent (consent.js), then starts the
 // signals (signals/*.js), the batcher and the stream (transport.js), hands the server's patches to
-// the patcher (patcher/) and builds the `window.microadjust` API (docs/TRACKER.md "API"). Nothing
-// is recorded, stored or sent before consent is granted (PROTOCOL §8).
+// the patcher (patcher/, fetched with the first patch of a page: lazy.js) and builds the
+// `window.microadjust` API (docs/TRACKER.md "API"). Nothing is recorded, stored or sent before
+// consent is granted (PROTOCOL §8).
 //
 // Optional features are compile-time flags (client_js/build.mjs): MA_COST, MA_ENGAGE, MA_HISTORY,
 // MA_READ, MA_FORMS, MA_KEYS, MA_POINTER. A flag that is false removes its code from the bundle.
@@ -9,9 +10,10 @@ import { readConfig } from "./config.js";
 import { createConsent } from "./consent.js";
 import { createBatcher } from "./batcher.js";
 import { createTransport } from "./transport.js";
-import { createPatcher } from "./patcher/index.js";
+import { lazyPatcher } from "./lazy.js";
 import { costWatch } from "./cost.js";
 import { load, save, randomId, LOCAL, SESSION } from "./store.js";
+import { now } from "./dom.js";
 import { hover } from "./signals/hover.js";
 import { scroll } from "./signals/scroll.js";
 import { dwell } from "./signals/dwell.js";
@@ -39,16 +41,17 @@ const CAUSES = 256; // event times remembered for event-to-paint (§5.2): a few 
 /**
  * Starts the tracker. `attr(name)` reads a script tag attribute without its `data-` prefix;
  * `scriptSrc` is the script's URL (the stream's default origin, and how the cost watch finds its
- * own script time).
+ * own script time). `loadPatcher()` imports the patcher chunk (lazy.js); by default
+ * microadjust-patcher.js next to `scriptSrc`.
  */
-export function init(attr, scriptSrc) {
+export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microadjust-patcher.js", scriptSrc).href)) {
   const cfg = readConfig(attr, scriptSrc, location);
   const consent = createConsent(cfg, navigator);
   const fire = (type, detail) => document.dispatchEvent(new CustomEvent("microadjust:" + type, { detail }));
   let run = null; // the running tracker, while consent is granted
   let conn = "closed";
 
-  const patcher = createPatcher({
+  const patcher = lazyPatcher(loadPatcher, {
     report(r) {
       if (run) {
         if (r.status === "applied" || r.status === "delegated") save(SESSION, K_PSEQ, (run.pseq = Math.max(run.pseq, r.pseq)));
@@ -123,7 +126,7 @@ export function init(attr, scriptSrc) {
       emit(ev, urgent) {
         if (run !== r || muted.indexOf(ev.k) >= 0) return;
         ev.ts = Date.now();
-        causes.set(batcher.push(ev, urgent), performance.now());
+        causes.set(batcher.push(ev, urgent), now());
         if (causes.size > CAUSES) causes.delete(causes.keys().next().value);
       },
       on: (target, type, fn, capture) => target.addEventListener(type, fn, { passive: true, capture, signal: off.signal }),

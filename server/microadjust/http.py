@@ -28,6 +28,7 @@ log = logging.getLogger("microadjust.http")
 
 DEMO_DIR = Path(__file__).parent / "demo"
 DEMO_CSP = "script-src 'self'"  # strict: no inline script, no eval; the demo proves the tracker works under it
+TRACKER_FILES = ("microadjust.js", "microadjust-patcher.js")  # the tracker and its lazily loaded chunk
 
 
 def error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -41,11 +42,12 @@ class Routes:
         self.rulebook = rulebook
         self.stats = stats
         self.store = store
-        self._script: tuple[float, bytes, str] | None = None  # (mtime, body, etag)
+        self._scripts: dict[str, tuple[float, bytes, str]] = {}  # name -> (mtime, body, etag)
 
     def routes(self) -> list[Route]:
         routes = [
             Route("/microadjust.js", self.script, methods=["GET", "HEAD"]),
+            Route("/microadjust-{chunk}.js", self.script, methods=["GET", "HEAD"]),
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/v1/events", self.beacon, methods=["POST", "OPTIONS"]),
@@ -67,16 +69,27 @@ class Routes:
     # ------------------------------------------------------------------ script and health
 
     async def script(self, request: Request) -> Response:
-        path = Path(self.settings.static_dir) / "microadjust.js"
+        # The tracker and the chunks it import()s on demand (client_js/build.mjs CHUNKS): a fixed
+        # list of names, never a path taken from the request.
+        chunk = request.path_params.get("chunk")
+        name = f"microadjust-{chunk}.js" if chunk else "microadjust.js"
+        if name not in TRACKER_FILES:
+            return error(404, "not_found", f"no tracker file {name!r}")
+        path = Path(self.settings.static_dir) / name
         try:
             mtime = path.stat().st_mtime
         except OSError:
-            return error(503, "not_built", "the tracker is not built: run `npm run build` (it writes static/microadjust.js)")
-        if self._script is None or self._script[0] != mtime:
+            return error(503, "not_built", f"the tracker is not built: run `npm run build` (it writes static/{name})")
+        cached = self._scripts.get(name)
+        if cached is None or cached[0] != mtime:
             body = path.read_bytes()
-            self._script = (mtime, body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
-        _, body, etag = self._script
+            cached = self._scripts[name] = (mtime, body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
+        _, body, etag = cached
         headers = {"Cache-Control": "public, max-age=300", "ETag": etag}
+        if chunk:
+            # import() fetches a module in CORS mode: a page on another origin than this server
+            # needs this header to load the chunk. Public code, no credentials involved.
+            headers["Access-Control-Allow-Origin"] = "*"
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/javascript; charset=utf-8", headers=headers)
