@@ -13,7 +13,8 @@ test.beforeEach(async () => {
   server = await startServer();
 });
 test.afterEach(async () => {
-  await server.cleanup();
+  if (server) await server.cleanup();
+  server = undefined;
 });
 
 /** The page's socket traffic, parsed. */
