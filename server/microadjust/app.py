@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from . import metrics
@@ -20,6 +21,7 @@ from . import metrics
 from .eventlog import EventLog
 from .gateway import Gateway, Ingest, Registry, Stats
 from .http import Routes
+from .logs import RequestIdMiddleware
 from .rulebook import Rulebook
 from .settings import Settings
 from .simulator import simulator_routes
@@ -43,7 +45,9 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
 
         cluster = settings.redis_cluster or None
         store = RedisStore(settings.redis_url, cluster=cluster, retention_s=settings.retention_s)
-        mode = (RedisBus(settings.redis_url, cluster=cluster), RedisEventLog(settings.redis_url, cluster=cluster))
+        limits = settings.limits
+        bus = RedisBus(settings.redis_url, cluster=cluster, outbox_size=limits.outbox_size, outbox_ttl_s=limits.outbox_ttl_s)
+        mode = (bus, RedisEventLog(settings.redis_url, cluster=cluster))
     if store is None:
         if log is None:
             log = EventLog(settings.event_log_path, settings.event_log_max_bytes, settings.event_log_backups)
@@ -61,20 +65,27 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        rulebook.start()
         if mode is not None:
+            from .store.redis import REDIS_DOWN_ERRORS
+
             try:
                 await mode[0].start()
-            except (asyncio.TimeoutError, OSError) as exc:  # keeps retrying in the background
+            except (asyncio.TimeoutError, OSError, *REDIS_DOWN_ERRORS) as exc:  # keeps retrying
                 logging.getLogger("microadjust").warning("redis bus not subscribed yet: %s", exc)
+            # Rules live in Redis: every process swaps in a change made through any of them.
+            mode[0].on_change = rulebook.adopt
+            await rulebook.attach(mode[0])
+        rulebook.start()
         try:
             yield
         finally:
-            # Normally the runner already closed the sockets with 1001 before the ASGI server
-            # tore them down (see cli.Server); this covers other ASGI servers.
-            await gateway.shutdown()
+            # Normally the runner already drained the sockets (4010) before the ASGI server tore
+            # them down (see cli.Server); this covers other ASGI servers.
+            await gateway.drain()
             await rulebook.stop()
-            await store.close()  # Redis mode: flushes buffered writes first
+            # Flush buffered writes (Redis mode: the outage buffer and pending events) within
+            # what is left of the drain bound, then leave presence and disconnect.
+            await store.close(timeout=max(gateway.drain_left(), 0.5))
             if mode is not None:
                 await mode[0].close()
                 await mode[1].close()
@@ -85,6 +96,7 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
         routes=[WebSocketRoute("/v1/stream", gateway.endpoint), Route("/metrics", metrics.endpoint), *routes.routes(),
                 *simulator_routes()],
         lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
     )
     app.state.settings = settings
     app.state.gateway = gateway

@@ -2,6 +2,7 @@
 
     microadjust serve [--demo] [--rules FILE] [--host 127.0.0.1] [--port 8000]
                       [--site KEY=ORIGIN,...] [--admin-token T] [--data-dir D] [--log-level L]
+                      [--log-format json|text] [--redis URL] [--workers N] [--drain-timeout S]
     microadjust rules validate FILE
 
 Errors a user can fix (missing file, bad JSON, a bad site spec, a broken rule set) print one
@@ -12,34 +13,63 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import shutil
+import socket
 import sys
+import threading
 from pathlib import Path
 
-from .settings import Settings, SettingsError, admin_token_from_env, parse_sites
+from . import logs
+from .settings import Limits, Settings, SettingsError, admin_token_from_env, parse_sites
+
+log = logging.getLogger("microadjust.cli")
 
 DEMO_RULES = Path(__file__).parent / "demo" / "rules.json"
 
 
 class Server:
-    """uvicorn, configured per docs/SERVER.md, closing sockets with 1001 on shutdown (§7).
+    """uvicorn, configured per docs/SERVER.md, draining on SIGTERM (PROTOCOL §7, docs/SCALING.md).
 
     uvicorn would close open WebSockets with 1012 before the app's lifespan shutdown runs, so
-    the gateway's own shutdown is run first.
+    the drain runs first, in this order: `/readyz` turns red and new upgrades get 503, the
+    listening sockets close (no new connections), every socket is closed with 4010 `draining`,
+    uvicorn waits for in-flight HTTP requests, and the lifespan flushes the store's buffered
+    writes with what is left of `limits.drain_timeout_s`. `run()` (a real process) also arms a
+    watchdog that ends the process if the drain overruns its bound by 2 s.
     """
 
     def __init__(self, app, settings: Settings, log_level: str = "info") -> None:
         import uvicorn
 
         gateway = app.state.gateway
+        drain_s = settings.limits.drain_timeout_s
+        outer = self
 
         class _Uvicorn(uvicorn.Server):
             async def shutdown(self, sockets=None):
-                await gateway.shutdown()
+                gateway.begin_drain(drain_s)  # /readyz red first
+                log.info("draining (bound %.1f s)", drain_s)
+                if outer.hard_exit:
+                    _arm_watchdog(drain_s + 2.0)
+                for server in getattr(self, "servers", ()):
+                    server.close()  # stop accepting
+                await gateway.drain()
+                # What is left is shared between in-flight HTTP requests and the store's flush.
+                self.config.timeout_graceful_shutdown = max(0.1, gateway.drain_left() / 2)
                 await super().shutdown(sockets)
+                log.info("drained")
+
+            @contextlib.contextmanager
+            def capture_signals(self):
+                with super().capture_signals():
+                    yield
+                    # uvicorn re-raises the signal once it has shut down (exit status -15); a
+                    # completed drain is a clean exit, so the process ends with status 0.
+                    self._captured_signals.clear()
 
         config = uvicorn.Config(
             app,
@@ -50,16 +80,47 @@ class Server:
             ws_max_size=settings.limits.max_frame,  # 1009 for oversized frames (§7)
             ws_ping_interval=None,  # the protocol has its own heartbeat (§6)
             log_level=log_level,
+            log_config=None,  # logs.configure() owns the handlers (json or text)
             lifespan="on",
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=drain_s,
         )
         self.uvicorn = _Uvicorn(config)
+        self.hard_exit = False
 
-    def run(self) -> None:
-        self.uvicorn.run()
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        self.hard_exit = True
+        self.uvicorn.run(sockets=sockets)
 
     async def serve(self) -> None:
         await self.uvicorn.serve()
+
+
+def _arm_watchdog(seconds: float) -> None:
+    """The drain bound is a promise to the orchestrator: past it (plus slack), exit anyway."""
+
+    def expire() -> None:
+        log.error("drain did not finish within %.1f s; exiting", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A bound (not yet listening) TCP socket with SO_REUSEPORT: every worker binds its own on
+    the same port and the kernel spreads new connections over the listening ones."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _fail(msg: str) -> int:
@@ -115,6 +176,8 @@ def build_settings(args) -> Settings:
         demo=args.demo,
         redis_url=args.redis or os.environ.get("MICROADJUST_REDIS_URL") or None,
         redis_cluster=args.redis_cluster,
+        workers=args.workers,
+        limits=Limits(drain_timeout_s=args.drain_timeout),
     )
 
 
@@ -122,7 +185,7 @@ def cmd_serve(args) -> int:
     from .app import create_app
     from .rulebook import RulesFileError
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_format or logs.default_format(), args.log_level)
     try:
         settings = build_settings(args)
     except SettingsError as exc:
@@ -143,7 +206,9 @@ def cmd_serve(args) -> int:
             copy = Path(settings.data_dir) / "demo-rules.json"
             try:
                 Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(DEMO_RULES, copy)
+                # copy2 keeps the shipped file's mtime: in Redis mode a fresh copy must not count
+                # as an edit newer than the fleet's shared rule set (rulebook.attach).
+                shutil.copy2(DEMO_RULES, copy)
             except OSError as exc:
                 return _fail(f"data dir {settings.data_dir}: cannot write {copy.name} ({exc.strerror})")
             settings.rules_file = copy
@@ -155,15 +220,30 @@ def cmd_serve(args) -> int:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return _fail(f"data dir {settings.data_dir}: {exc.strerror}")
+    if settings.workers > 1:
+        from .workers import Supervisor
+
+        if settings.demo:
+            print(f"microadjust: demo shop on http://{settings.host}:{settings.port}/", flush=True)
+        return Supervisor(settings, args).run()
+    sockets = None
+    if args.worker_index is not None:
+        from .workers import become_worker
+
+        try:
+            sockets = [become_worker(settings)]
+        except OSError as exc:
+            return _fail(f"worker {args.worker_index}: cannot bind {settings.host}:{settings.port} ({exc.strerror})")
     try:
         app = create_app(settings)
     except ValueError as exc:
         if not settings.redis_url:
             raise
         return _fail(f"--redis {settings.redis_url}: {exc}")  # e.g. an unsupported URL scheme
-    if settings.demo:
+    if settings.demo and args.worker_index is None:
         print(f"microadjust: demo shop on http://{settings.host}:{settings.port}/", flush=True)
-    Server(app, settings, args.log_level.lower()).run()
+    server = Server(app, settings, args.log_level.lower())
+    server.run(sockets) if sockets else server.run()
     return 0
 
 
@@ -182,6 +262,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--redis", metavar="URL", help="production mode on Redis: redis://host:6379/0 or "
                    "redis+cluster://h1:7000,h2:7000 (default: $MICROADJUST_REDIS_URL; none = embedded store)")
     s.add_argument("--redis-cluster", action="store_true", help="treat a redis:// URL as a Redis Cluster seed")
+    s.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="N processes sharing the port (SO_REUSEPORT), each a full peer; N > 1 needs --redis")
+    s.add_argument("--drain-timeout", type=_seconds, default=Limits.drain_timeout_s, metavar="S",
+                   help="on SIGTERM: close sockets with 4010, flush writes and exit within S seconds (default 10)")
+    s.add_argument("--log-format", choices=logs.FORMATS, default=None,
+                   help="json (one object per line; the default when stderr is not a terminal) or text")
+    s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by --workers
     s.set_defaults(func=cmd_serve)
     r = sub.add_parser("rules", help="rule set tools")
     rsub = r.add_subparsers(dest="rules_command", required=True)
@@ -189,6 +276,26 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("file")
     v.set_defaults(func=cmd_rules_validate)
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value:g}: expected seconds in (0, 3600]")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

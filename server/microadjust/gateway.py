@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import metrics
+from . import logs, metrics
 from . import protocol as P
+from .outbox import LocalOutbox, Resume
 from .rulebook import Rulebook
 from .settings import Settings
 from .store import Store
@@ -136,17 +138,18 @@ class Ingest:
         self.retries = retries
         self.clock = clock
 
-    async def batch(self, vid: str, sid: str, consent: str, batch: P.Batch) -> IngestResult:
+    async def batch(self, vid: str, sid: str, consent: str, batch: P.Batch, pseq_floor: int = 0) -> IngestResult:
+        """`pseq_floor`: number patches above it (§2.3: a client ahead of the server's state)."""
         if consent != "granted":
             # §8: acknowledged so the tracker stops resending, but nothing is stored or evaluated.
             return IngestResult(ack=batch.last)
-        return await self._run(vid, sid, batch)
+        return await self._run(vid, sid, batch, pseq_floor)
 
-    async def tick(self, vid: str, sid: str) -> IngestResult | None:
+    async def tick(self, vid: str, sid: str, pseq_floor: int = 0) -> IngestResult | None:
         """Re-evaluate time-based rules without events; None when nothing needed storing."""
-        return await self._run(vid, sid, None)
+        return await self._run(vid, sid, None, pseq_floor)
 
-    async def _run(self, vid: str, sid: str, batch: P.Batch | None) -> IngestResult | None:
+    async def _run(self, vid: str, sid: str, batch: P.Batch | None, pseq_floor: int = 0) -> IngestResult | None:
         for _ in range(self.retries):
             snap = await self.store.load(vid, sid)
             if batch is not None:
@@ -161,7 +164,7 @@ class Ingest:
             t0 = time.perf_counter()
             result = self.engine.evaluate(snap.profile, fresh, now, self.rulebook.ruleset, consent="granted")
             metrics.DECISION_SECONDS.observe(time.perf_counter() - t0)
-            messages, pseq = self._number(result, snap.pseq)
+            messages, pseq = self._number(result, max(snap.pseq, pseq_floor))
             if batch is None and not messages and P.encode(result["profile"]) == P.encode(snap.profile):
                 return None
             try:
@@ -217,6 +220,8 @@ class Connection:
         self.vid = ""
         self.sid = ""
         self.consent = "pending"
+        # §2.3: a hello.pseq above the stored one (state expired or erased) numbers on from it.
+        self.pseq_floor = 0
         self.bad = 0
         self.tokens = float(limits.rate_burst)
         self.refill_at = time.monotonic()
@@ -347,14 +352,40 @@ class Gateway:
         self.stats = stats
         self.registry = registry or Registry()
         self.shutting_down = False
+        self.drain_deadline: float | None = None  # time.monotonic() by which the drain must end
         # Redis mode (docs/SCALING.md): a `redis_bus.RedisBus` for cross-process patches,
         # presence and resume; None in the embedded mode. Set by `create_app`.
         self.bus = None
+        # The embedded mode's resume outbox (§2.3); in Redis mode the bus keeps it in Redis.
+        self.outbox = LocalOutbox(self.limits.outbox_size, self.limits.outbox_ttl_s, self.limits.outbox_sessions)
+        self._process = str(os.getpid()).encode()
+
+    def begin_drain(self, timeout: float | None = None) -> None:
+        """First step of a drain: `/readyz` turns red and new upgrades are refused (503)."""
+        if self.drain_deadline is None:
+            self.drain_deadline = time.monotonic() + (timeout if timeout is not None else self.limits.drain_timeout_s)
+        self.shutting_down = True
+
+    def drain_left(self) -> float:
+        """Seconds left of the drain bound (the whole bound before a drain began)."""
+        if self.drain_deadline is None:
+            return self.limits.drain_timeout_s
+        return max(0.0, self.drain_deadline - time.monotonic())
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """§7: close every socket with 4010 `draining` (the tracker reconnects at once, jittered,
+        and the load balancer sends it to another process). Idempotent."""
+        self.begin_drain(timeout)
+        if len(self.registry):
+            log.info("draining %d connection(s)", len(self.registry))
+        try:
+            await asyncio.wait_for(self.registry.close_all(P.CLOSE_DRAINING, "draining"), max(self.drain_left(), 0.1))
+        except asyncio.TimeoutError:
+            log.warning("drain: some sockets did not close within the bound")
 
     async def shutdown(self) -> None:
-        """§7: close every socket with 1001 before the server goes away."""
-        self.shutting_down = True
-        await self.registry.close_all(P.CLOSE_GOING_AWAY, "going away")
+        """The server is going away: a drain (kept under this name for ASGI lifespans)."""
+        await self.drain()
 
     async def endpoint(self, ws: WebSocket) -> None:
         """The `/v1/stream` WebSocket endpoint (one call per connection)."""
@@ -369,7 +400,8 @@ class Gateway:
             return await self._refuse(ws, "origin_not_allowed", f"origin {str(origin)[:128]!r} is not allowed for site {site!r}")
         if self.shutting_down:
             return await self._refuse(ws, "shutting_down", "server is shutting down", status=503)
-        await ws.accept()
+        # The process id lets an operator (and the workers test) see which worker took a socket.
+        await ws.accept(headers=[(b"x-microadjust-worker", self._process)])
         conn = Connection(ws, site, self.limits)
         conn.start_writer()
         try:
@@ -445,11 +477,31 @@ class Gateway:
             self.stats.reject("site_mismatch")
             return await conn.close(P.CLOSE_SITE_MISMATCH, "site mismatch")
         conn.vid, conn.sid, conn.consent = hello.vid, hello.sid, hello.consent
+        logs.bind(vid=conn.vid, sid=conn.sid)
         snap = await self.ingest.store.load(conn.vid, conn.sid)
-        await conn.send({
+        welcome: dict[str, Any] = {
             "t": "welcome", "v": P.VERSION, "sid": conn.sid, "ack": snap.ack, "hb": self.limits.heartbeat_ms,
-            "limits": {"frame": self.limits.max_frame, "batch": self.limits.max_batch},
-        })
+            "limits": {"frame": self.limits.max_frame, "batch": self.limits.max_batch}, "pseq": snap.pseq,
+        }
+        missed: list[dict[str, Any]] = []
+        if hello.pseq < snap.pseq:
+            # §2.3 resume: the patches this session missed, from the outbox (in Redis mode the
+            # previous socket may have been on another process).
+            resume = await self._resume(conn, hello.pseq, snap.pseq)
+            missed = resume.messages
+            welcome["pseq"] = resume.pseq
+            welcome["resume"] = {"from": hello.pseq, "sent": len(missed), "complete": resume.complete}
+        elif hello.pseq > snap.pseq:
+            # §2.3: the client applied patches the server no longer knows (the session expired or
+            # was erased): nothing to send, numbering goes on above what the client has seen.
+            conn.pseq_floor = hello.pseq
+            welcome["pseq"] = hello.pseq
+            welcome["resume"] = {"from": hello.pseq, "sent": 0, "complete": False}
+            metrics.RESUMES.labels("incomplete").inc()
+            log.info("session %s claims pseq %d, server has %d: numbering on from it", conn.sid, hello.pseq, snap.pseq)
+        await conn.send(welcome)
+        for msg in missed:
+            await conn.send(msg)
         conn.state = State.OPEN
         self.registry.add(conn)
         self.stats.connections += 1
@@ -457,15 +509,17 @@ class Gateway:
         metrics.CONNECTIONS.inc()
         if self.bus is not None:
             await self.bus.join(conn.vid)
-            if hello.pseq < snap.pseq:
-                # §2.2 resume: the patches this session missed, from the outbox in Redis (the
-                # previous socket may have been on another process).
-                resume = await self.bus.resume(conn.vid, conn.sid, hello.pseq)
-                log.info("session %s resumed from pseq %d: %d missed, complete=%s",
-                         conn.sid, hello.pseq, len(resume.messages), resume.complete)
-                for msg in resume.messages:
-                    await conn.send(msg)
         await self._open(conn)
+
+    async def _resume(self, conn: Connection, last_pseq: int, current: int) -> Resume:
+        if self.bus is not None:
+            resume = await self.bus.resume(conn.vid, conn.sid, last_pseq, current)
+        else:
+            resume = self.outbox.resume(conn.vid, conn.sid, last_pseq, current)
+        metrics.RESUMES.labels("complete" if resume.complete else "incomplete").inc()
+        log.info("session %s resumed from pseq %d: %d missed, complete=%s",
+                 conn.sid, last_pseq, len(resume.messages), resume.complete)
+        return resume
 
     async def _open(self, conn: Connection) -> None:
         silence = 3 * self.limits.heartbeat_ms / 1000  # §6
@@ -526,33 +580,53 @@ class Gateway:
             path = next(p for p, k in batch.unknown if k == kind)
             await conn.send({"t": "error", "code": P.UNKNOWN_EVENT, "detail": _reason(f"{path}: unknown event kind {kind!r}; dropped", 512)})
         try:
-            result = await self.ingest.batch(conn.vid, conn.sid, conn.consent, batch)
+            result = await self.ingest.batch(conn.vid, conn.sid, conn.consent, batch, conn.pseq_floor)
         except CommitFailed as exc:
             # Not acked: the tracker keeps the batch and resends it (§4); nothing is lost.
             log.warning("batch %d of session %s not stored: %s", batch.seq, conn.sid, exc)
             return
         await conn.send({"t": "ack", "seq": result.ack})
-        await self._send_messages(conn, result.messages)
-        if self.bus is not None:
-            await self._share(conn, result)
+        await self.distribute(conn.vid, conn.sid, result, origin=conn)
 
     async def _tick(self, conn: Connection) -> None:
         try:
-            result = await self.ingest.tick(conn.vid, conn.sid)
+            result = await self.ingest.tick(conn.vid, conn.sid, conn.pseq_floor)
         except CommitFailed:
             return
         if result is not None:
-            await self._send_messages(conn, result.messages)
-            if self.bus is not None:
-                await self._share(conn, result)
+            await self.distribute(conn.vid, conn.sid, result, origin=conn)
 
-    async def _share(self, conn: Connection, result: IngestResult) -> None:
-        """Redis mode: record the messages for resume, reach this session's sockets on other
-        processes, and nudge processes holding the visitor's other tabs (docs/SCALING.md)."""
-        if result.messages:
-            await self.bus.publish(conn.vid, conn.sid, result.messages)
-        if result.stored and self.bus.shared(conn.vid):
-            await self.bus.nudge(conn.vid)
+    async def distribute(self, vid: str, sid: str, result: IngestResult, origin: Connection | None = None) -> None:
+        """Deliver a batch's patch/revert messages wherever session `sid` is open, and keep them
+        for resume (§2.3). One path for the socket, the idle tick and the beacon (§3.2):
+
+        * the socket whose batch it was gets them in order after its ack (waiting for room in
+          its queue); other sockets of the session on this process (a duplicated tab) get them
+          queued;
+        * embedded mode: recorded in the local outbox. Redis mode: `bus.publish` records them
+          in the outbox in Redis and sends them to the session's sockets on other processes,
+          and a changed visitor part nudges the processes holding the visitor's other tabs.
+        """
+        messages = result.messages
+        if messages:
+            if origin is not None:
+                for msg in messages:
+                    await origin.send(msg)
+            for conn in self.registry.sessions(vid, sid):
+                if conn is not origin:
+                    conn.deliver(messages)
+            for msg in messages:
+                if msg["t"] == "patch":
+                    self.stats.patches += 1
+                else:
+                    self.stats.reverts += 1
+                metrics.PATCHES.labels(msg["t"]).inc()
+            if self.bus is None:
+                self.outbox.record(vid, sid, messages)
+            else:
+                await self.bus.publish(vid, sid, messages)
+        if self.bus is not None and result.stored and self.bus.shared(vid):
+            await self.bus.nudge(vid)
 
     async def reevaluate(self, vid: str) -> None:
         """Another process changed this visitor's shared profile part (a bus nudge): re-check
@@ -561,14 +635,9 @@ class Gateway:
             if conn.state is State.OPEN and conn.consent == "granted":
                 await self._tick(conn)
 
-    async def _send_messages(self, conn: Connection, messages: list[dict[str, Any]]) -> None:
-        for msg in messages:
-            await conn.send(msg)
-            if msg["t"] == "patch":
-                self.stats.patches += 1
-            else:
-                self.stats.reverts += 1
-            metrics.PATCHES.labels(msg["t"]).inc()
+    def forget_visitor(self, vid: str) -> None:
+        """Erasure: drop the visitor's outboxes kept by this process."""
+        self.outbox.forget_visitor(vid)
 
 
 def _has_timers(ruleset) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from starlette.routing import Route
 
 from . import protocol as P
 from .gateway import CommitFailed, Gateway, Stats
-from .rulebook import Rulebook
+from .rulebook import Rulebook, RulesUnavailable
 from .settings import Settings
 
 log = logging.getLogger("microadjust.http")
@@ -95,7 +96,7 @@ class Routes:
         return Response(body, media_type="application/javascript; charset=utf-8", headers=headers)
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True, "pid": os.getpid()})
 
     async def readyz(self, request: Request) -> Response:
         try:
@@ -143,10 +144,9 @@ class Routes:
         except CommitFailed as exc:
             log.warning("beacon of session %s not stored: %s", beacon.sid, exc)
             return error(503, "unavailable", "the batch was not stored; resend it")
-        if result.messages:
-            # Decisions from beacon events reach the session's socket if it is still open.
-            self.gateway.registry.deliver(beacon.vid, beacon.sid, result.messages)
-            self.stats.patches += sum(1 for m in result.messages if m["t"] == "patch")
+        # Decisions from beacon events reach the session's open sockets (on any process in
+        # Redis mode) and its outbox, exactly like the socket path's.
+        await self.gateway.distribute(beacon.vid, beacon.sid, result)
         unknown = [{"path": p, "kind": k} for p, k in beacon.batch.unknown]
         return JSONResponse({"ack": result.ack, **({"unknown_events": unknown} if unknown else {})}, headers=self._cors(origin))
 
@@ -178,7 +178,10 @@ class Routes:
                 "reload_error": rb.reload_error, "doc": rb.doc}
 
     async def _apply(self, doc: dict[str, Any], status: int = 200, **extra: Any) -> Response:
-        errors = await self.rulebook.replace(doc)
+        try:
+            errors = await self.rulebook.replace(doc)
+        except RulesUnavailable as exc:
+            return error(503, "unavailable", str(exc))
         if errors:
             return error(422, "invalid_rules", "the rule set was rejected; the previous one stays live", errors=errors)
         return JSONResponse({**extra, **self._rules_view()}, status_code=status)
@@ -264,8 +267,14 @@ class Routes:
 
         try:
             if request.method == "GET":
-                return JSONResponse(await self.store.export_visitor(vid))
+                exported = await self.store.export_visitor(vid)
+                if getattr(self.gateway, "bus", None) is None and isinstance(exported.get("sessions"), dict):
+                    # Embedded mode: the resume outbox lives in the gateway, not the store.
+                    for sid, session in exported["sessions"].items():
+                        session["outbox"] = self.gateway.outbox.messages(vid, sid)
+                return JSONResponse(exported)
             await self.store.erase_visitor(vid)
+            self.gateway.forget_visitor(vid)
             bus = getattr(self.gateway, "bus", None)
             if bus is not None:
                 await bus.publish_erase(vid)

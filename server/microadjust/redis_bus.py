@@ -42,6 +42,7 @@ import ujson
 from redis.asyncio.cluster import RedisCluster
 
 from . import metrics
+from .outbox import Resume, resume_from
 from .store.redis import (
     REDIS_DOWN_ERRORS,
     check_id,
@@ -93,21 +94,16 @@ end
 return out
 """
 
-# KEYS: document. ARGV: 1 JSON. Returns the new version.
+# KEYS: document. ARGV: 1 JSON, 2 now ms. Returns {version, 1 if changed else 0}: storing the
+# document that is already there (several processes picking up one file edit) changes nothing.
 SET_DOC_LUA = """
+if redis.call('HGET', KEYS[1], 'doc') == ARGV[1] then
+  return {tonumber(redis.call('HGET', KEYS[1], 'ver')), 0}
+end
 local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
-redis.call('HSET', KEYS[1], 'doc', ARGV[1])
-return ver
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'at', ARGV[2])
+return {ver, 1}
 """
-
-
-@dataclass
-class Resume:
-    """Outcome of a reconnect with the last applied pseq (PROTOCOL §2.2)."""
-
-    messages: list[dict[str, Any]]  # missed patch/revert messages, in pseq order
-    complete: bool  # every message between the client's pseq and `pseq` is in `messages`
-    pseq: int  # the session's current patch sequence number
 
 
 Callback = Callable[..., Awaitable[None] | None]
@@ -350,53 +346,54 @@ class RedisBus:
         await pipe.execute()
         metrics.BUS_MESSAGES.labels("sent", payload["k"]).inc(len(pids))
 
-    async def resume(self, vid: str, sid: str, last_pseq: int) -> Resume:
-        """The patch messages a reconnecting session missed since `last_pseq`.
+    async def resume(self, vid: str, sid: str, last_pseq: int, current: int = 0) -> Resume:
+        """The patch messages a reconnecting session missed since `last_pseq` (PROTOCOL §2.3).
 
         `complete` is False when some were trimmed from the bounded outbox or expired, or when
         the client claims a pseq the server does not know (its state expired or was erased):
-        the client should then drop patches it cannot trust to be current.
+        the client should then drop patches it cannot trust to be current. `current` is the
+        session pseq the caller already loaded (the one in Redis is read here too).
         """
         check_id(vid, "visitor id")
         check_id(sid, "session id")
+        started = time.perf_counter()
         try:
-            current, raw = await self._resume(keys=[outbox_key(vid, sid), session_key(vid, sid)])
+            stored, raw = await self._resume(keys=[outbox_key(vid, sid), session_key(vid, sid)])
         except REDIS_DOWN_ERRORS as exc:
             metrics.REDIS_ERRORS.labels("resume").inc()
-            metrics.RESUMES.labels("incomplete").inc()
             log.warning("resume unavailable: %s", exc)
-            return Resume(messages=[], complete=False, pseq=last_pseq)
-        current = int(current)
-        by_pseq: dict[int, dict[str, Any]] = {}
-        for item in raw:
-            msg = ujson.loads(item)
-            if msg.get("pseq", 0) > last_pseq:
-                by_pseq[msg["pseq"]] = msg
-        messages = [by_pseq[p] for p in sorted(by_pseq)]
-        top = max(current, max(by_pseq, default=0))
-        complete = last_pseq <= top and sorted(by_pseq) == list(range(last_pseq + 1, top + 1))
-        metrics.RESUMES.labels("complete" if complete else "incomplete").inc()
-        return Resume(messages=messages, complete=complete, pseq=top)
+            return Resume(messages=[], complete=False, pseq=max(last_pseq, current))
+        metrics.REDIS_RTT_SECONDS.labels("resume").observe(time.perf_counter() - started)
+        return resume_from((ujson.loads(item) for item in raw), last_pseq, max(int(stored), current))
 
     # ------------------------------------------------------------------ config documents
 
     async def put_document(self, name: str, doc: Any) -> int:
-        """Store a config document (rules, experiments) and announce it; returns its version."""
+        """Store a config document (rules, experiments) and announce it; returns its version.
+
+        Storing the document already stored is a no-op (same version, no announcement)."""
         body = ujson.dumps(doc, ensure_ascii=False)
-        version = int(await self._set_doc(keys=[DOC_PREFIX + name], args=[body]))
-        self._watched[name] = version
-        await self.client.publish(
-            CHANGES_CHANNEL,
-            ujson.dumps({"k": "doc", "name": name, "ver": version, "from": self.process_id}),
-        )
+        version, changed = await self._set_doc(keys=[DOC_PREFIX + name], args=[body, int(time.time() * 1000)])
+        version = int(version)
+        self._watched[name] = max(version, self._watched.get(name, 0))
+        if changed:
+            await self.client.publish(
+                CHANGES_CHANNEL,
+                ujson.dumps({"k": "doc", "name": name, "ver": version, "from": self.process_id}),
+            )
         return version
 
     async def get_document(self, name: str) -> tuple[Any, int]:
         """(document, version); (None, 0) when it was never stored."""
-        raw = await self.client.hmget(DOC_PREFIX + name, "doc", "ver")
+        doc, version, _ = await self.read_document(name)
+        return doc, version
+
+    async def read_document(self, name: str) -> tuple[Any, int, int]:
+        """(document, version, stored at ms since the epoch); (None, 0, 0) when never stored."""
+        raw = await self.client.hmget(DOC_PREFIX + name, "doc", "ver", "at")
         if raw[0] is None:
-            return None, 0
-        return ujson.loads(raw[0]), int(raw[1])
+            return None, 0, 0
+        return ujson.loads(raw[0]), int(raw[1]), int(raw[2] or 0)
 
     def watch(self, name: str, version: int = 0) -> None:
         """Call `on_change(name, doc)` whenever the document changes (from any process)."""

@@ -9,6 +9,13 @@ file is configured, written back to it atomically (temp file + rename) so a rest
 The file is also watched (mtime and size polled every `poll_s`, ~1 s): an edit on disk takes
 effect the same way, and a broken edit is logged and reported in `reload_error` while the last
 good set keeps running.
+
+In Redis mode (`attach(bus)`, docs/SCALING.md) the live set is the `rules` config document in
+Redis, shared by every process: a change (admin API or file edit) is stored there first, then
+swapped in; the other processes get it through the bus (pub/sub, plus a one-second version
+poll) and swap it in too (`adopt`). At start-up the newer of the document in Redis and the
+rules file wins: the file seeds Redis when Redis has none or the file was edited after the
+document was stored. Only the process that made a change writes it back to its file.
 """
 
 from __future__ import annotations
@@ -29,6 +36,12 @@ EMPTY_DOC: dict[str, Any] = {"version": 1, "rules": []}
 
 class RulesFileError(Exception):
     """The rules file cannot be read or parsed; the message names the file and the problem."""
+
+
+class RulesUnavailable(Exception):
+    """Redis mode: the change could not be stored in Redis, so it was not made anywhere."""
+
+RULES_DOCUMENT = "rules"  # name of the config document in Redis (`ma:doc:rules`)
 
 
 def read_rules_file(path: Path) -> dict[str, Any]:
@@ -57,6 +70,7 @@ class Rulebook:
         self._stamp: tuple[int, int] | None = None
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task | None = None
+        self.shared = None  # Redis mode: the `redis_bus.RedisBus` holding the live document
         if doc is None and self.path is not None:
             doc = read_rules_file(self.path)
             self._stamp = self._file_stamp()
@@ -81,6 +95,7 @@ class Rulebook:
                 ruleset = self.engine.compile_rules(doc)
             except self.engine.RuleSetError as exc:
                 return list(exc.errors)
+            await self._share(doc)  # raises RulesUnavailable: then nothing changed anywhere
             if self.path is not None:
                 self._write(doc)
             self.doc = copy.deepcopy(doc)
@@ -89,6 +104,56 @@ class Rulebook:
             self.reload_error = None
             log.info("rule set revision %d live (%d rules)", self.revision, len(doc.get("rules", [])))
             return []
+
+    async def _share(self, doc: dict[str, Any]) -> None:
+        if self.shared is None:
+            return
+        from .store.redis import REDIS_DOWN_ERRORS  # noqa: PLC0415 - Redis mode only
+
+        try:
+            await self.shared.put_document(RULES_DOCUMENT, doc)
+        except REDIS_DOWN_ERRORS as exc:
+            raise RulesUnavailable(f"the rule set could not be stored in Redis ({exc}); nothing changed") from None
+
+    async def attach(self, bus) -> None:
+        """Redis mode: make the `rules` document in Redis the live set, shared by all processes."""
+        from .store.redis import REDIS_DOWN_ERRORS  # noqa: PLC0415 - Redis mode only
+
+        self.shared = bus
+        try:
+            doc, version, at_ms = await bus.read_document(RULES_DOCUMENT)
+            stamp = self._file_stamp() if self.path is not None else None
+            file_newer = stamp is not None and stamp[0] / 1e9 > at_ms / 1000
+            if doc is None or (file_newer and doc != self.doc):
+                version = await bus.put_document(RULES_DOCUMENT, self.doc)
+                log.info("rule set stored in Redis as version %d (%s)", version,
+                         "from the rules file" if self.path else "seed")
+            elif doc != self.doc:
+                await self.adopt(RULES_DOCUMENT, doc)
+        except REDIS_DOWN_ERRORS as exc:
+            log.warning("rules document not read from Redis yet (%s); it is polled every second", exc)
+            version = 0
+        bus.watch(RULES_DOCUMENT, version)
+
+    async def adopt(self, name: str, doc: Any) -> None:
+        """A new `rules` document from another process (bus `on_change`): swap it in."""
+        if name != RULES_DOCUMENT:
+            return
+        async with self._lock:
+            if doc == self.doc:
+                return
+            try:
+                ruleset = self.engine.compile_rules(doc)
+            except self.engine.RuleSetError as exc:
+                # Another process accepted it, so its engine differs from ours (a rolling upgrade).
+                self.reload_error = {"errors": list(exc.errors)}
+                log.error("shared rule set rejected by this process, keeping revision %d: %s", self.revision,
+                          "; ".join(f"{e['path']}: {e['msg']}" for e in exc.errors[:5]))
+                return
+            self.doc, self.ruleset = copy.deepcopy(doc), ruleset
+            self.revision += 1
+            self.reload_error = None
+        log.info("rule set revision %d live from Redis (%d rules)", self.revision, len(doc.get("rules", [])))
 
     def rule(self, rule_id: str) -> dict[str, Any] | None:
         for rule in self.doc.get("rules", []):
@@ -133,12 +198,21 @@ class Rulebook:
             log.error("%s; keeping rule set revision %d", exc, self.revision)
             return False
         async with self._lock:
+            if doc == self.doc:
+                return False  # e.g. another worker wrote back the change this one adopted
             try:
                 ruleset = self.engine.compile_rules(doc)
             except self.engine.RuleSetError as exc:
                 self.reload_error = {"errors": list(exc.errors)}
                 log.error("rules file %s rejected, keeping revision %d: %s", self.path, self.revision,
                           "; ".join(f"{e['path']}: {e['msg']}" for e in exc.errors[:5]))
+                return False
+            try:
+                await self._share(doc)
+            except RulesUnavailable as exc:
+                self._stamp = None  # try again at the next poll
+                self.reload_error = {"errors": [{"path": "", "msg": str(exc)}]}
+                log.error("rules file %s: %s", self.path, exc)
                 return False
             self.doc, self.ruleset = doc, ruleset
             self.revision += 1

@@ -50,6 +50,17 @@ class Limits:
     # Re-evaluation of an idle connection's time-based rules (`for` timers, clock features)
     # without new events; 0 disables. One store load + commit per idle connection per tick.
     tick_ms: int = 2_000
+    # PROTOCOL §2.3 resume: the last `outbox_size` patch/revert messages of a session are kept
+    # `outbox_ttl_s` after its last one, so a tab that reconnects gets what it missed. 64 covers
+    # minutes of a busy session (a few patches a minute); the same bound in both modes. The
+    # embedded mode also caps the sessions it keeps (LRU): <= 10,000 x 64 x ~0.5 KB.
+    outbox_size: int = 64
+    outbox_ttl_s: int = 3600
+    outbox_sessions: int = 10_000
+    # SIGTERM drain (docs/SCALING.md): close every socket with 4010, flush buffered writes and
+    # exit within this many seconds; what is not done by then is abandoned (Redis mode: events
+    # still buffered after an outage are lost only if Redis is unreachable for the whole drain).
+    drain_timeout_s: float = 10.0
 
 
 @dataclass
@@ -72,6 +83,7 @@ class Settings:
     redis_url: str | None = None
     redis_cluster: bool = False  # treat a plain redis:// URL as a cluster seed (--redis-cluster)
     retention_s: int = 30 * 24 * 3600  # profiles expire after this much inactivity (Redis mode)
+    workers: int = 1  # `serve --workers N`: N processes sharing the port (N > 1 needs Redis)
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -87,6 +99,18 @@ class Settings:
             raise SettingsError("admin token: use at least 8 characters")
         if self.limits.max_frame < 1024:
             raise SettingsError("limits.max_frame: at least 1024 bytes")
+        for name in ("outbox_size", "outbox_ttl_s", "outbox_sessions"):
+            if getattr(self.limits, name) < 1:
+                raise SettingsError(f"limits.{name}: at least 1")
+        if not 0 < self.limits.drain_timeout_s <= 3600:
+            raise SettingsError(f"drain timeout {self.limits.drain_timeout_s!r}: expected seconds in (0, 3600]")
+        if self.workers < 1:
+            raise SettingsError(f"workers {self.workers}: at least 1")
+        if self.workers > 1 and not self.redis_url:
+            raise SettingsError(
+                f"--workers {self.workers} needs --redis URL (or MICROADJUST_REDIS_URL): the embedded store "
+                "lives in one process's memory, so workers would not share profiles, acks or patches"
+            )
 
     @property
     def event_log_path(self) -> Path:

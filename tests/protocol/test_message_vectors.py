@@ -46,7 +46,25 @@ def test_valid_client_vector_is_accepted_by_the_server(vector):
         assert len(batch.events) == len(vector["message"]["events"]) - len(batch.unknown)
 
 
-@pytest.mark.parametrize("vector", INVALID, ids=[v["name"] for v in INVALID])
+SERVER_INVALID = [v for v in INVALID if v["schema"] == "server-message"]
+CLIENT_INVALID = [v for v in INVALID if v["schema"] != "server-message"]
+
+
+@pytest.mark.parametrize("vector", SERVER_INVALID, ids=[v["name"] for v in SERVER_INVALID])
+def test_invalid_server_message_is_refused_by_the_schema_at_its_path(vector):
+    errors = list(validator(vector["schema"]).iter_errors(vector["message"]))
+    assert errors, "the JSON Schema accepts a server message the protocol forbids"
+    assert vector["path"] in error_paths(errors)
+
+
+def test_the_welcome_vectors_cover_resume():
+    """§2.3: a fresh welcome, a complete and an incomplete resume are all in the shared vectors."""
+    welcomes = [v["message"] for v in VALID if v["message"].get("t") == "welcome"]
+    assert any("resume" not in w for w in welcomes)
+    assert {w["resume"]["complete"] for w in welcomes if "resume" in w} == {True, False}
+
+
+@pytest.mark.parametrize("vector", CLIENT_INVALID, ids=[v["name"] for v in CLIENT_INVALID])
 def test_invalid_vector_is_refused_by_both_with_the_same_path(vector):
     with pytest.raises(protocol.ProtocolError) as caught:
         message = protocol.decode(vector["frame"]) if "frame" in vector else vector["message"]

@@ -167,7 +167,7 @@ async def test_a_change_whose_announcement_was_lost_is_found_by_polling(two_proc
     b.on_change = changed
     b.watch("experiments")
     # Written behind the bus's back: no pub/sub message, as if it had been lost.
-    await a._set_doc(keys=["ma:doc:experiments"], args=['{"exps": []}'])
+    await a._set_doc(keys=["ma:doc:experiments"], args=['{"exps": []}', 0])
     assert await changed.wait(1, timeout=1.0) == [("experiments", {"exps": []})]
 
 

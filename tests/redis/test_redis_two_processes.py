@@ -30,15 +30,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Every click on an item marks it: one patch per click, no cap, no cooldown.
+CLICK_RULES = {
+    "version": 1,
+    "settings": {"max_adjustments": 1000, "cooldown_ms": 0},
+    "rules": [{"id": "click-mark", "on": ["click"], "when": {"!!": [{"var": "event.item"}]}, "cooldown": 0,
+               "target": {"item": "{{event.item}}"}, "ops": [{"op": "addClass", "class": "ma-clicked"}], "ttl": 0}],
+}
+TOKEN = "test-admin-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 class ServerProcess:
-    def __init__(self, redis_url: str, tmp_path: Path, name: str) -> None:
+    def __init__(self, redis_url: str, tmp_path: Path, name: str, rules: Path = DEMO_RULES) -> None:
         self.port = free_port()
         self.log = open(tmp_path / f"{name}.log", "w")
-        env = {**os.environ, "MICROADJUST_REDIS_URL": redis_url}
+        env = {**os.environ, "MICROADJUST_REDIS_URL": redis_url, "MICROADJUST_ADMIN_TOKEN": TOKEN}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "microadjust", "serve", "--port", str(self.port),
-             "--site", f"demo={ORIGIN}", "--rules", str(DEMO_RULES),
+             "--site", f"demo={ORIGIN}", "--rules", str(rules),
              "--data-dir", str(tmp_path / name), "--log-level", "warning"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
@@ -154,7 +165,10 @@ async def test_a_reconnect_to_the_other_process_gets_the_missed_patch(two_server
         await tab.send(hello(sid, pseq=0))
         welcome = await recv_until(tab, "welcome")
         assert welcome["ack"] == 1  # the event is not resent either
-        replayed = await recv_until(tab, "patch")
+        # §2.3 on the wire: what follows welcome, and that it is everything.
+        assert welcome["pseq"] == missed["pseq"]
+        assert welcome["resume"] == {"from": 0, "sent": 1, "complete": True}
+        replayed = json.loads(await tab.recv())  # right after welcome
     assert replayed == missed
 
 
@@ -168,8 +182,104 @@ async def test_a_reconnect_with_nothing_missed_replays_nothing(two_servers):
         seen = await recv_until(tab, "patch")
     async with b.ws() as tab:
         await tab.send(hello(sid, pseq=seen["pseq"]))
-        await recv_until(tab, "welcome")
+        welcome = await recv_until(tab, "welcome")
+        assert welcome["pseq"] == seen["pseq"] and "resume" not in welcome
         assert await patches_within(tab, 0.5) == []
+
+
+def clicks(seq: int, n: int) -> str:
+    return json.dumps({"t": "events", "seq": seq, "events": [
+        {"k": "click", "ts": TS + i, "item": f"p{seq + i}"} for i in range(n)]})
+
+
+async def test_a_reconnect_after_more_patches_than_the_outbox_holds_is_incomplete(redis_server, tmp_path):
+    rules = tmp_path / "click-rules.json"
+    rules.write_text(json.dumps(CLICK_RULES))
+    a = ServerProcess(redis_server.url, tmp_path, "a", rules)
+    b = ServerProcess(redis_server.url, tmp_path, "b", rules)
+    sid = "s_many_patches"
+    try:
+        async with a.ws() as tab:
+            await tab.send(hello(sid))
+            await recv_until(tab, "welcome")
+            await tab.send(clicks(1, 100))
+            await tab.send(clicks(101, 30))
+            sent = [await recv_until(tab, "patch") for _ in range(130)]
+        async with b.ws() as tab:
+            await tab.send(hello(sid, pseq=10))
+            welcome = await recv_until(tab, "welcome")
+            assert welcome["pseq"] == 130
+            assert welcome["resume"] == {"from": 10, "sent": 64, "complete": False}
+            replayed = [json.loads(await tab.recv()) for _ in range(64)]
+        assert replayed == sent[66:]
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_a_client_ahead_of_an_erased_session_resumes_incomplete_on_any_process(two_servers):
+    _, b = two_servers
+    async with b.ws() as tab:
+        await tab.send(hello("s_erased_0001", pseq=5))
+        welcome = await recv_until(tab, "welcome")
+        assert welcome["pseq"] == 5 and welcome["resume"] == {"from": 5, "sent": 0, "complete": False}
+        await tab.send(hover(1, "p8"))
+        assert (await recv_until(tab, "patch"))["pseq"] == 6
+
+
+async def test_a_beacon_to_one_process_reaches_the_socket_on_the_other(two_servers):
+    import httpx
+
+    a, b = two_servers
+    sid = "s_beacon_0001"
+    async with a.ws() as tab:
+        await tab.send(hello(sid))
+        await recv_until(tab, "welcome")
+        await asyncio.sleep(0.2)  # presence in place
+        body = {"site": "demo", "vid": VID, "sid": sid, "seq": 1, "events": [
+            {"k": "hover", "ts": TS, "item": "p9", "dur": 2500, "phase": "intent"}]}
+        async with httpx.AsyncClient() as http:
+            r = await http.post(f"http://127.0.0.1:{b.port}/v1/events", content=json.dumps(body),
+                                headers={"origin": ORIGIN, "content-type": "text/plain;charset=UTF-8"})
+        assert r.json() == {"ack": 1}
+        patch = await recv_until(tab, "patch")
+        assert patch["patch"]["target"] == {"item": "p9"} and patch["pseq"] == 1
+    # And it is in the session's outbox in Redis for a later resume.
+    async with b.ws() as tab:
+        await tab.send(hello(sid, pseq=0))
+        assert (await recv_until(tab, "welcome"))["resume"] == {"from": 0, "sent": 1, "complete": True}
+
+
+async def test_a_rule_added_through_one_process_is_live_on_the_other_within_a_second(two_servers):
+    import httpx
+
+    a, b = two_servers
+    rule = {"id": "cta-pulse", "on": ["click"], "when": {"==": [{"var": "event.item"}, "p2"]},
+            "target": {"slot": "cta"}, "ops": [{"op": "addClass", "class": "ma-pulse"}], "ttl": 5000}
+    async with httpx.AsyncClient() as http:
+        r = await http.post(f"http://127.0.0.1:{a.port}/v1/admin/rules", headers=AUTH, json=rule)
+        assert r.status_code == 201
+        started = time.monotonic()
+        while True:
+            seen = (await http.get(f"http://127.0.0.1:{b.port}/v1/admin/rules/cta-pulse", headers=AUTH))
+            if seen.status_code == 200:
+                break
+            assert time.monotonic() - started < 1.0, "the rule did not reach process b within a second"
+            await asyncio.sleep(0.05)
+        assert seen.json() == rule
+    # And process b decides with it.
+    async with b.ws() as tab:
+        await tab.send(hello("s_new_rule_01"))
+        await recv_until(tab, "welcome")
+        await tab.send(json.dumps({"t": "events", "seq": 1, "events": [{"k": "click", "ts": TS, "item": "p2"}]}))
+        patch = await recv_until(tab, "patch")
+        assert patch["patch"]["rule"] == "cta-pulse"
+    # A deletion through b reaches a the same way.
+    async with httpx.AsyncClient() as http:
+        r = await http.delete(f"http://127.0.0.1:{b.port}/v1/admin/rules/cta-pulse", headers=AUTH)
+        assert r.status_code == 200
+        await asyncio.sleep(1.2)
+        assert (await http.get(f"http://127.0.0.1:{a.port}/v1/admin/rules/cta-pulse", headers=AUTH)).status_code == 404
 
 
 async def test_metrics_endpoint_reports_the_process_figures(two_servers):
@@ -191,14 +301,9 @@ async def test_metrics_endpoint_reports_the_process_figures(two_servers):
 async def test_export_and_erasure_through_the_admin_api_across_processes(redis_server, tmp_path):
     import httpx
 
-    token = "test-admin-token-123"
-    os.environ["MICROADJUST_ADMIN_TOKEN"] = token
-    try:
-        a = ServerProcess(redis_server.url, tmp_path, "a")
-        b = ServerProcess(redis_server.url, tmp_path, "b")
-    finally:
-        del os.environ["MICROADJUST_ADMIN_TOKEN"]
-    auth = {"Authorization": f"Bearer {token}"}
+    a = ServerProcess(redis_server.url, tmp_path, "a")
+    b = ServerProcess(redis_server.url, tmp_path, "b")
+    auth = AUTH
     try:
         async with a.ws() as tab, httpx.AsyncClient() as http:
             await tab.send(hello("s_erase_00001"))

@@ -26,11 +26,11 @@ def stats(url, sid=None):
 # ---------------------------------------------------------------- happy path
 
 
-async def test_hello_is_answered_with_welcome_carrying_ack_heartbeat_and_limits(server):
+async def test_hello_is_answered_with_welcome_carrying_ack_heartbeat_limits_and_pseq(server):
     vid, sid = ids()
     ws, welcome = await open_session(server, vid, sid)
     assert welcome == {"t": "welcome", "v": 1, "sid": sid, "ack": 0, "hb": 25000,
-                       "limits": {"frame": 65536, "batch": 100}}
+                       "limits": {"frame": 65536, "batch": 100}, "pseq": 0}
     await ws.close()
 
 
@@ -292,11 +292,11 @@ async def test_a_misbehaving_client_does_not_affect_other_connections(server):
     await good.close()
 
 
-async def test_shutdown_closes_open_sockets_with_1001(live_server, tmp_path):
+async def test_shutdown_drains_open_sockets_with_4010(live_server, tmp_path):
     url = live_server(make_settings(tmp_path))
     ws, _ = await open_session(url, *ids())
     stopper = asyncio.get_running_loop().run_in_executor(None, url.stop)
-    assert await closed_with(ws) == (1001, "going away")
+    assert await closed_with(ws) == (4010, "draining")  # §7: reconnect elsewhere, at once
     await stopper
 
 

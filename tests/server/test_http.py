@@ -129,8 +129,18 @@ def test_tracker_script_not_built_is_a_503_with_instructions(live_server, tmp_pa
 
 
 def test_health_and_readiness(server):
-    assert httpx.get(server + "/healthz").json() == {"ok": True}
+    import os
+
+    assert httpx.get(server + "/healthz").json() == {"ok": True, "pid": os.getpid()}  # which worker answered
     assert httpx.get(server + "/readyz").status_code == 200
+
+
+def test_every_http_response_carries_a_request_id(server):
+    fresh = httpx.get(server + "/healthz").headers["x-request-id"]
+    assert len(fresh) == 16
+    assert httpx.get(server + "/healthz", headers={"x-request-id": "lb-42.abc"}).headers["x-request-id"] == "lb-42.abc"
+    # A hostile id (too long, odd characters) is replaced, never echoed into logs.
+    assert httpx.get(server + "/healthz", headers={"x-request-id": "a b\"c" * 30}).headers["x-request-id"] != "a b\"c" * 30
 
 
 # ---------------------------------------------------------------- demo

@@ -64,5 +64,5 @@ class Store(abc.ABC):
         """True when the store can take writes (drives `/readyz`)."""
         return True
 
-    async def close(self) -> None:
-        """Release connections and flush buffers."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush buffers (within `timeout` seconds: the drain bound) and release connections."""

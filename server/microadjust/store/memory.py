@@ -92,6 +92,7 @@ class MemoryStore(Store):
         """Stored events per session id (admin stats; tests compare them with the page's count)."""
         return {sid: s.events for (_, sid), s in self._sessions.items()}
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        # Every commit already wrote its events; closing flushes the file's buffer.
         if self.log is not None:
             self.log.close()
