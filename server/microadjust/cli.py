@@ -182,7 +182,6 @@ def build_settings(args) -> Settings:
 
 
 def cmd_serve(args) -> int:
-    from .app import create_app
     from .rulebook import RulesFileError
 
     logs.configure(args.log_format or logs.default_format(), args.log_level)
@@ -226,6 +225,8 @@ def cmd_serve(args) -> int:
         if settings.demo:
             print(f"microadjust: demo shop on http://{settings.host}:{settings.port}/", flush=True)
         return Supervisor(settings, args).run()
+    from .app import create_app  # not before: the supervisor must not import the metrics
+
     sockets = None
     if args.worker_index is not None:
         from .workers import become_worker

@@ -15,8 +15,6 @@ Label values are closed sets (event kinds, reject reasons, Redis operations): an
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,7 +27,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from .multiproc import MULTIPROC_ENV, mark_worker_dead, prepare_multiprocess_dir  # noqa: F401 - API
 # prometheus-client picks file-backed or in-memory values once, at its import: what matters
 # for exposition is the mode this process's metrics were created in, not the current env.
 _MULTIPROC_AT_IMPORT = bool(os.environ.get(MULTIPROC_ENV))
@@ -111,32 +109,9 @@ REJECTED_FRAMES = Counter(
 )
 
 
-def prepare_multiprocess_dir(path: str | None = None) -> str:
-    """Point prometheus-client at an empty directory for a multi-process server; returns it.
-
-    Call in the parent process before workers are started (they inherit the environment).
-    Leftover files from a previous run would be merged into the new figures, so the directory
-    is emptied. Without `path`, a fresh temporary directory is created.
-    """
-    if path is None:
-        path = tempfile.mkdtemp(prefix="microadjust-metrics-")
-    else:
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.makedirs(path)
-    os.environ[MULTIPROC_ENV] = path
-    return path
-
-
 def multiprocess_enabled() -> bool:
     """True when this process's metrics are file-backed (shared across workers)."""
     return _MULTIPROC_AT_IMPORT
-
-
-def mark_worker_dead(pid: int) -> None:
-    """Forget the live gauges (connections, buffer depth) of a worker that exited."""
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -8,8 +8,8 @@ connections over the workers; each has its own Redis connections, bus subscripti
 id, exactly like a process on another machine, which is why N > 1 requires Redis.
 
 * A worker that dies is restarted (its live gauges are dropped with `mark_worker_dead`); one that
-  dies within `STARTUP_GRACE_S` of its start is a configuration or bind error: the supervisor
-  stops the others and exits 1, rather than restarting it forever.
+  exits with an error status within `STARTUP_GRACE_S` of its start is a configuration or bind
+  error: the supervisor stops the others and exits 1, rather than restarting it forever.
 * SIGTERM or SIGINT to the parent drains every worker (SIGTERM to each: 4010 to their sockets,
   flush, exit) and waits for them up to the drain bound plus slack, then kills what is left.
 * A worker whose parent dies (kill -9) gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from . import metrics
+from . import multiproc as metrics
 from .settings import Settings
 
 log = logging.getLogger("microadjust.workers")
@@ -144,7 +144,9 @@ class Supervisor:
                 if code is None or self.stopping:
                     continue
                 metrics.mark_worker_dead(proc.pid)
-                if time.monotonic() - started < STARTUP_GRACE_S:
+                if code > 0 and time.monotonic() - started < STARTUP_GRACE_S:
+                    # It reported an error (bad setting, port taken, startup failure) rather than
+                    # being killed: a replacement would fail the same way.
                     log.error("worker %d (pid %d) exited with status %d during start-up; stopping", index, proc.pid, code)
                     del self.procs[index]
                     return 1
