@@ -3,9 +3,12 @@
 // a strict CSP with Trusted Types enforced. It proves (1) no XSS vector executes, (2) demo-like
 // patches cause no layout shift (CLS <= 0.01), (3) a framework that keeps resetting the DOM
 // ends in the loop guard's report, plus reduced motion and the CSP-safe notify stylesheet.
-// The template/notify chunk is built and served as /microadjust-extra.js, next to the patcher's
-// script, so every notify and template patch here also proves the lazy import() works under the
-// strict CSP with Trusted Types (`trusted-types 'none'`: no policy, no <script src> from script).
+// The template/notify code (extra.js) is built and served as /microadjust-extra.js, next to the
+// patcher's script, and reached through createPatcher's `loadExtra` import(), so every notify and
+// template patch here also proves a lazy import() works under the strict CSP with Trusted Types
+// (`trusted-types 'none'`: no policy, no <script src> from script). The shipped build bundles
+// extra.js into the patcher chunk instead (client_js/src/patcher/chunk.js); that chunk's own lazy
+// load on the demo server is e2e/patcher-lazy.spec.mjs.
 import { test, expect } from "@playwright/test";
 import { build } from "esbuild";
 import { createServer } from "node:http";
@@ -83,7 +86,7 @@ test.beforeAll(async () => {
     globalName: "MAPatcher",
     write: false,
   });
-  // the lazily loaded chunk, built the way client_js/build.mjs builds dist/microadjust-extra.js
+  // extra.js as a chunk of its own (createPatcher's loadExtra; the shipped build merges it in)
   const extra = await build({ entryPoints: [join(ROOT, "client_js/src/patcher/extra.js")], bundle: true, format: "esm", minify: true, write: false });
   const files = {
     "/patcher.js": ["text/javascript", bundle.outputFiles[0].text],
