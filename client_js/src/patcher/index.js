@@ -11,11 +11,12 @@
 //   re-applies it; the patcher's own writes are discarded with takeRecords() right after they
 //   are made, so it never reacts to itself. More than `maxFights` re-applies of one patch
 //   within FIGHT_WINDOW ms means the page and the patch disagree: revert, report `failed: loop`.
-// - `template`, `notify` and the stylesheet are in a separate chunk (extra.js, built as
-//   microadjust-extra.js) that `loadExtra()` imports the first time a patch needs it: a patch
-//   with one of those ops, or any patch for a visitor who prefers reduced motion (the sheet
-//   stops the transitions of patched slots and items). The patch waits for the chunk; its
-//   template and notify ops fail with reason `extra_unavailable` if it cannot be loaded.
+// - `template`, `notify` and the stylesheet are in extra.js, which `loadExtra()` provides the
+//   first time a patch needs it: a patch with one of those ops, or any patch for a visitor who
+//   prefers reduced motion (the sheet stops the transitions of patched slots and items). The
+//   shipped chunk (chunk.js, dist/microadjust-patcher.js, itself loaded lazily by ../lazy.js)
+//   bundles it; a build that keeps it apart fails those patches with `extra_unavailable` when
+//   it cannot be loaded.
 
 import { checkPatch } from "./vocabulary.js";
 import { OPS } from "./ops.js";
