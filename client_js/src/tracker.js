@@ -109,7 +109,13 @@ export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microa
         if (s !== conn) fire("state", { state: (conn = s) });
       },
       onMessage(msg) {
-        if (msg.t === "patch") patcher.apply({ ...msg, causeAt: causes.get(msg.patch && msg.patch.cause) });
+        if (msg.t === "welcome") {
+          // §2.3: the server's pseq is the baseline (a refused patch is not replayed on every
+          // reconnect); missed messages follow. An incomplete resume means the patches applied
+          // before may be stale: revert them, the server sends what holds now.
+          save(SESSION, K_PSEQ, (r.pseq = msg.pseq | 0));
+          if (msg.resume && !msg.resume.complete) patcher.revertAll();
+        } else if (msg.t === "patch") patcher.apply({ ...msg, causeAt: causes.get(msg.patch && msg.patch.cause) });
         else if (msg.t === "revert") patcher.revert(msg.id);
         else if (msg.t === "error") {
           // §3.1: a kind this server does not know is dropped; stop sending it for the session.
@@ -206,15 +212,22 @@ export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microa
   const api = {
     __ma: 1,
     subscribe: (slot, cb) => patcher.subscribe(slot, cb),
-    /** PROTOCOL §3.1 `custom`: name 1..64 chars; props flat, at most 32 keys, scalar values. */
+    /**
+     * PROTOCOL §3.1 `custom`: name 1..64 chars; props flat, at most 32 keys of at most 64 chars,
+     * values null, numbers, booleans or strings of at most 256 chars. Anything else is refused here:
+     * the server would refuse its whole batch, which stays unacked and is resent for ever.
+     */
     track(name, props) {
-      const ks = props == null ? [] : typeof props === "object" && !Array.isArray(props) && Object.keys(props);
-      if (typeof name !== "string" || !name || name.length > 64 || !ks || ks.length > 32 || ks.some((k) => props[k] !== null && typeof props[k] === "object")) {
-        console.error("microadjust.track: bad name or props; not sent", name, props);
+      const ks = props == null ? [] : typeof props == "object" && !Array.isArray(props) && Object.keys(props);
+      if (
+        typeof name != "string" || !name || name.length > 64 || !ks || ks.length > 32 ||
+        ks.some((k, v) => k.length > 64 || ((v = props[k]), typeof v == "string" ? v.length > 256 : v !== null && !"number boolean".includes(typeof v)))
+      ) {
+        console.warn("microadjust: track() refused", name, props);
         return false;
       }
       if (!run) return false;
-      run.emit(props ? { k: "custom", name, props } : { k: "custom", name }, true); // goals are urgent
+      run.emit(props ? { k: "custom", name, props: { ...props } } : { k: "custom", name }, true); // goals are urgent; a copy: a later change is not what was tracked
       return true;
     },
     flush: () => run && run.batcher.flush(),
@@ -229,7 +242,7 @@ export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microa
     state: () =>
       Object.assign(
         { state: conn, consent: consent.status(), seq: 0, pending: 0, acked: 0, dropped: 0, vid: null, sid: null, items: [] },
-        run && { ...run.batcher.stats(), vid: run.vid, sid: run.sid, items: MA_HISTORY ? run.items.last() : [] },
+        run && { ...run.batcher.stats(), vid: run.vid, sid: run.sid, ...(MA_HISTORY && { items: run.items.last() }) },
       ),
   };
   if (!cfg.site) console.error("microadjust: no data-site; tracking is off");

@@ -15,13 +15,13 @@ export function createTransport({
   url,
   hello, // () -> hello message (§2.2)
   batcher,
-  onMessage, // patch / revert / error messages
+  onMessage, // welcome (after the transport's own part), patch / revert / error messages
   onState = () => {},
   WebSocketImpl = globalThis.WebSocket,
   timers = globalThis,
   random = Math.random,
   clock = Date.now,
-  isOnline = () => typeof navigator === "undefined" || navigator.onLine !== false,
+  isOnline = () => navigator.onLine,
 }) {
   let ws = null;
   let state = "idle";
@@ -82,10 +82,10 @@ export function createTransport({
       while (outbox.length && raw(outbox[0])) outbox.shift();
       batcher.welcome(msg); // §2.3: drops acked events, resends the rest
     } else if (msg.t === "ack") {
-      batcher.ack(msg.seq);
-    } else if (msg.t !== "pong") {
-      onMessage(msg);
+      return batcher.ack(msg.seq);
     }
+    // welcome too: its pseq and resume are the tracker's (§2.3)
+    if (msg.t !== "pong") onMessage(msg);
   }
 
   // §6: ping when nothing else was sent for `hb` ms; a server silent for 3 x hb is presumed gone

@@ -11,16 +11,18 @@ const PAGE = `<section data-ma-slot="grid"><article data-ma-item="p1" data-ma-ta
 <input type="hidden" name="token" value="t0k3n"><input name="cc" autocomplete="cc-number" value="4111111111111111">
 <textarea id="bio">my life story</textarea><div data-ma-ignore><input name="secret" value="s3cret"></div></form>`;
 
-/** A page, a fake clock driving setTimeout and performance.now, and a ctx recording emits. */
-function setup() {
+/** A page, a fake clock (at `t0` ms since page start) driving setTimeout and performance.now, and a ctx recording emits. */
+function setup(t0 = 1000) {
   const w = new JSDOM(`<!doctype html><body>${PAGE}</body>`, { url: "https://shop.example/" }).window;
-  const clock = { t: 1000, id: 0, q: [] };
+  const clock = { t: t0, id: 0, q: [] };
   const g = {
     window: w,
     document: w.document,
     MutationObserver: w.MutationObserver,
     getSelection: w.getSelection.bind(w),
     performance: { now: () => clock.t },
+    scrollY: 0,
+    innerHeight: 800,
     setTimeout: (fn, d = 0) => (clock.q.push({ id: ++clock.id, at: clock.t + d, fn }), clock.id),
     clearTimeout: (id) => (clock.q = clock.q.filter((x) => x.id !== id)),
   };
@@ -62,6 +64,7 @@ function setup() {
 const { hover, MIN_END_MS } = await import("../src/signals/hover.js");
 const { clicks, RAGE_MS, RAGE_PX, DEAD_MS } = await import("../src/signals/clicks.js");
 const { forms } = await import("../src/signals/forms.js");
+const { scroll, SAMPLE_MS } = await import("../src/signals/scroll.js");
 const { keys } = await import("../src/signals/keys.js");
 
 test("hover: passing through sends nothing; resting sends one urgent intent, then the end with the total", () => {
@@ -100,6 +103,38 @@ test("hover: a pass of >= 500 ms without intent sends only its end; touch is ign
     assert.deepEqual(JSON.parse(JSON.stringify(s.out)), [{ k: "hover", item: "p2", dur: 900, phase: "end" }]); // as on the wire
     s.hide(); // the page hides while resting on the grid slot for 0 ms: too short
     assert.equal(s.out.length, 1);
+  } finally {
+    s.restore();
+  }
+});
+
+test("scroll: a gesture's speed comes from its own samples, never from page start or the previous gesture", () => {
+  const s = setup(300); // the page is 300 ms old: a flick right after load
+  try {
+    scroll(s.ctx);
+    /** Scroll events every SAMPLE_MS, 100 px each (2000 px/s), then scrollend after 150 ms. */
+    const gesture = (...ys) => {
+      for (const [i, y] of ys.entries()) {
+        if (i) s.tick(SAMPLE_MS);
+        globalThis.scrollY = y;
+        s.w.dispatchEvent(new s.w.Event("scroll"));
+      }
+      s.tick(150);
+      s.w.dispatchEvent(new s.w.Event("scrollend"));
+    };
+    gesture(100, 200, 300);
+    s.tick(300);
+    gesture(400, 500, 600);
+    // Samples at 2000 px/s, then the end sample 150 ms later with no movement (EWMA 0.3): 1400 px/s.
+    // Timing a gesture's first sample against page start (300 ms: 333 px/s) or against the previous
+    // gesture's end (300 ms before) made both 828: a fast flick read as slow reading.
+    assert.deepEqual(
+      s.out.map((e) => [e.speed, e.dir]),
+      [
+        [1400, "down"],
+        [1400, "down"],
+      ],
+    );
   } finally {
     s.restore();
   }

@@ -141,14 +141,22 @@ test("heartbeat pings after hb ms of silence, and a silent server is dropped", (
   assert.equal(FakeSocket.all.length, before + 1);
 });
 
-test("patches and errors reach the tracker; pongs and acks do not", () => {
+test("welcome (after the transport took its part), patches and errors reach the tracker; pongs and acks do not", () => {
   const s = setup();
   s.transport.start();
   s.sock().open();
-  s.sock().recv({ t: "welcome", ack: 0, hb: 25000 });
+  s.transport.send({ t: "applied", id: "a", pseq: 1, status: "applied", ms: 3 }); // waits for welcome
+  s.sock().recv({ t: "welcome", ack: 0, hb: 25000, pseq: 4, resume: { from: 1, sent: 1, complete: false } });
+  // The tracker sees the welcome once the stream is open and the outbox went out, so what it
+  // sends in answer (reverts of stale patches) goes straight out, after the older reports.
+  assert.deepEqual(s.states.at(-1), "open");
+  assert.deepEqual(s.sock().sent.map((m) => m.t), ["hello", "applied"]);
+  s.sock().recv({ t: "patch", pseq: 4, patch: { id: "b" } });
+  s.sock().recv({ t: "ack", seq: 1 });
   s.sock().recv({ t: "pong" });
-  s.sock().recv({ t: "patch", pseq: 1, patch: { id: "a" } });
-  assert.deepEqual(s.messages.map((m) => m.t), ["patch"]);
+  s.sock().recv({ t: "error", code: "bad_message", detail: "x" });
+  assert.deepEqual(s.messages.map((m) => m.t), ["welcome", "patch", "error"]);
+  assert.deepEqual(s.messages[0].resume, { from: 1, sent: 1, complete: false });
 });
 
 test("applied reports made while the stream is down go out after the next welcome", () => {

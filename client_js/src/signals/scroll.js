@@ -15,7 +15,7 @@ export function depth() {
 
 export function scroll(ctx) {
   let lastY = scrollY;
-  let lastT = 0;
+  let lastT = 0; // 0 until a gesture's first sample: no speed from that one
   let nextSample = 0;
   let speed = 0;
   let dir;
@@ -32,14 +32,16 @@ export function scroll(ctx) {
     const ev = { k: "scroll", depth: max, speed: Math.round(speed) };
     if (dir) ev.dir = dir;
     ctx.emit(ev);
-    speed = 0;
+    speed = lastT = 0;
   }
 
   function sample(t) {
     const y = scrollY;
     const dt = t - lastT;
-    // A pause longer than a gesture gap starts a new gesture: no speed from the stale sample.
-    if (dt > 0 && dt < 4 * GESTURE_GAP_MS) {
+    // The first sample of a gesture (lastT 0) has no interval: timed against page start or the
+    // previous gesture it would read a fast flick as slow. A pause longer than a gesture gap
+    // starts a new gesture too (no scrollend where the fallback timer was late).
+    if (lastT && dt > 0 && dt < 4 * GESTURE_GAP_MS) {
       const v = (Math.abs(y - lastY) * 1000) / dt;
       speed = speed ? ALPHA * v + (1 - ALPHA) * speed : v;
     }
@@ -62,5 +64,4 @@ export function scroll(ctx) {
   });
   if (hasScrollEnd) ctx.on(window, "scrollend", end);
   ctx.onHide(end);
-  return { depth: () => Math.max(max, depth()) };
 }
