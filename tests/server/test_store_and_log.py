@@ -27,13 +27,16 @@ async def test_two_sessions_of_one_visitor_share_the_visitor_part_under_cas():
     assert s2.profile["v"] == {"tab": 1} and s2.ack == 0
 
 
-async def test_loaded_profile_is_a_copy_the_caller_cannot_corrupt():
+async def test_a_later_commit_replaces_the_stored_profile_and_leaves_old_snapshots_alone():
+    # Profiles are stored without copies and are immutable once committed (store/memory.py
+    # "Ownership"; tests/server/test_memory_store_copies.py drives the engine through it).
     store = MemoryStore()
     snap = await store.load("v_visitor1", "s_session1")
     await store.commit("v_visitor1", "s_session1", snap, {"v": {"items": [1]}, "s": {}}, 1, 0, [])
     loaded = await store.load("v_visitor1", "s_session1")
-    loaded.profile["v"]["items"].append(2)
-    assert (await store.load("v_visitor1", "s_session1")).profile["v"] == {"items": [1]}
+    await store.commit("v_visitor1", "s_session1", loaded, {"v": {"items": [1, 2]}, "s": {}}, 2, 0, [])
+    assert loaded.profile["v"] == {"items": [1]}
+    assert (await store.load("v_visitor1", "s_session1")).profile["v"] == {"items": [1, 2]}
 
 
 async def test_erase_and_export_visitor():

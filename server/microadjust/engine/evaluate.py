@@ -15,10 +15,9 @@ Patches follow PROTOCOL §5 without `pseq` (the gateway numbers them).
 from __future__ import annotations
 
 import hashlib
-import json
 
-from .features import Context
-from .patches import validate_patch
+from .features import Context, prime_tops
+from .patches import canonical_json, patch_sig, rendered_patch_invalid, validate_patch
 from .profile import Update, apply_event, decayed, normalise, r6, start_batch, top_of
 from .rules import RuleSet, render_value
 
@@ -29,12 +28,13 @@ TOP_FEATURES = (
 )
 
 
-def _canon(x) -> str:
-    return json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def _target_key(target: dict) -> str:
-    return _canon(target)
+    """The target as stored with an active patch (canonical JSON, compared across batches)."""
+    return canonical_json(target)
+
+
+def _sig(rule, patch: dict) -> str:
+    return getattr(rule, "static_sig", None) or patch_sig(patch["target"], patch["ops"], patch["ttl"])
 
 
 def patch_id(rule_id: str, target: dict) -> str:
@@ -110,13 +110,22 @@ class _Batch:
         if isinstance(target, dict) and len(target) == 1 and isinstance(next(iter(target.values())), str):
             patch["id"] = patch_id(rule.id, target)
         # A rendered value from the visitor's own events can still be hostile (an item key with
-        # markup): the patch is dropped, never sent half-checked.
-        if validate_patch(patch):
+        # markup): the patch is dropped, never sent half-checked. What compile_rules checked
+        # (everything without a template) is not checked again.
+        checks = getattr(rule, "ops_to_check", None)
+        if checks is None:  # a Rule not made by compile_rules: the full check
+            if validate_patch(patch):
+                return
+        elif rendered_patch_invalid(patch, rule.target_static, checks):
             return
-        sig = hashlib.sha1(_canon([target, ops, rule.ttl]).encode("utf-8")).hexdigest()[:12]
+        # The signature is only needed to compare with a showing patch of the same id, or to
+        # record the patch once it is sent (_decide); most proposals need neither.
+        sig = None
         active = self.work["s"]["active"].get(patch["id"])
-        if active is not None and active["sig"] == sig:
-            return  # already showing exactly this: idempotent
+        if active is not None:
+            sig = _sig(rule, patch)
+            if active["sig"] == sig:
+                return  # already showing exactly this: idempotent
         confidence = rule.confidence(ctx) if rule.confidence is not None else 0
         if not isinstance(confidence, (int, float)) or isinstance(confidence, bool):
             confidence = 0
@@ -213,6 +222,7 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
             for pid in showing[rid]:
                 batch.revert(pid)
     ctx = Context(work, now, hl)
+    prime_tops(ctx, tops_after)  # the interest tables have not changed since tops_after
     for order in sorted(due):
         rule = due[order]
         ended = rule.until is not None and bool(rule.until(ctx))
@@ -252,7 +262,9 @@ def _decide(batch: _Batch, settings: dict) -> list[dict]:
     winners: dict[str, tuple] = {}
     for cand in batch.candidates:
         rule, patch, confidence, _ = cand
-        key = _target_key(patch["target"])
+        # Candidates passed validation, so a target is {kind: string}: the (kind, value) pair
+        # groups exactly as its canonical JSON would, without serialising it.
+        key = next(iter(patch["target"].items()))
         # Business priority first, then confidence, then recency (the later event), then the
         # rule that comes first in the file: a total order, so CPython and Pyodide agree.
         rank = (patch["priority"], confidence, patch["cause"], -rule.order)
@@ -299,7 +311,7 @@ def _decide(batch: _Batch, settings: dict) -> list[dict]:
             "shown": now,
             "until": now + patch["ttl"] if patch["ttl"] else 0,
             "priority": patch["priority"],
-            "sig": sig,
+            "sig": sig if sig is not None else _sig(rule, patch),
         }
         s["adj"] += 1
         fired[rule.id] = {"n": (record["n"] if record else 0) + 1, "last": now}

@@ -121,6 +121,13 @@ def _top(kind: str, want_score: bool):
     return get
 
 
+def prime_tops(ctx: Context, tops: dict) -> None:
+    """Seed the top-* memo with top_of() results the caller already has for this exact state
+    ({kind: (best, score)}), so the getters above do not walk the interest tables again."""
+    for kind, value in tops.items():
+        ctx.cache[("top", kind)] = value
+
+
 def _recent_tag(tag: str):
     def get(ctx: Context) -> int:
         return sum(1 for r in ctx.v["recent"] if tag in r.get("tags", ()))

@@ -10,6 +10,8 @@ holds the shared valid, invalid and XSS vectors that prove both agree.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 
 # §5.1: class names are plain tokens, so they can never smuggle a selector or a quote.
@@ -268,3 +270,43 @@ def validate_patch(patch: object) -> list[dict]:
         ):
             errors.append({"path": "exp", "msg": "expected {id, variant} names matching [A-Za-z0-9_.:-]{1,64}"})
     return errors
+
+
+# Canonical JSON (docs/ARCHITECTURE.md): the same text as json.dumps(x, sort_keys=True,
+# separators=(",", ":"), ensure_ascii=False), without building an encoder per call.
+_CANON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+canonical_json = _CANON.encode
+
+
+def patch_sig(target, ops, ttl) -> str:
+    """What a showing patch looks like (stored in the session as `sig`; idempotence check)."""
+    return hashlib.sha1(canonical_json([target, ops, ttl]).encode("utf-8")).hexdigest()[:12]
+
+
+def rendered_patch_invalid(patch: dict, target_checked: bool, ops_to_check: tuple) -> bool:
+    """`bool(validate_patch(patch))` for a patch rendered from a compiled rule, checking only
+    what rendering can change.
+
+    compile_rules already validated the rule id, ttl, priority, the op list's length and every
+    part of target and ops that holds no template (by validating the patch rendered with
+    placeholders, which leaves such parts as they are). Left to check: the id and cause (they
+    come from the event), the target unless `target_checked` (it was static), and the ops at the
+    indices `ops_to_check` (templated ones and affinity reorders, whose keys come from the page).
+    """
+    pid = patch["id"]
+    if not isinstance(pid, str) or not pid or len(pid) > MAX_ID or CONTROL_RE.search(pid):
+        return True
+    cause = patch["cause"]
+    if not _is_int(cause) or cause < 0:
+        return True
+    errors: list = []
+    if not target_checked:
+        check_target(patch["target"], "target", errors)
+        if errors:
+            return True
+    ops = patch["ops"]
+    for j in ops_to_check:
+        check_op(ops[j], f"ops[{j}]", errors)
+        if errors:
+            return True
+    return False

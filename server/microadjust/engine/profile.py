@@ -80,7 +80,8 @@ def decayed(entry: list | None, now: int, half_life: int) -> float:
 def bump(table: dict, key: str, weight: float, now: int, half_life: int, limit: int) -> None:
     """Add `weight` to the decayed score of `key`, then keep the `limit` strongest entries."""
     value = decayed(table.get(key), now, half_life) + weight
-    table[key] = [r6(max(value, 0.0)), now]
+    # r6 inlined (the hottest call of a batch): `value` is already a float, so float() is moot.
+    table[key] = [round(max(value, 0.0), 6) + 0.0, now]
     if len(table) > limit:
         weakest = min(table, key=lambda k: (decayed(table[k], now, half_life), k))
         del table[weakest]
@@ -157,10 +158,108 @@ def _fill(default: dict, value) -> dict:
     return value
 
 
+_ANY, _TIME, _NUMBER, _BOOL = 0, 1, 2, 3  # what `_same_shape` asks of a part; else a type
+
+
+def _shape_spec(default: dict) -> tuple:
+    """What `_fill` checks, flattened once: (key, check, sub-spec) per key of a default part."""
+    spec = []
+    for key, fresh in default.items():
+        if fresh is None:
+            check = _TIME if key in _TIME_KEYS else _ANY
+        elif isinstance(fresh, bool):
+            check = _BOOL
+        elif isinstance(fresh, (int, float)):
+            check = _NUMBER
+        else:
+            check = type(fresh)
+        sub = _shape_spec(fresh) if isinstance(fresh, dict) and fresh else None
+        spec.append((key, check, sub))
+    return tuple(spec)
+
+
+def _conforms(spec: tuple, value) -> bool:
+    """True when `_fill` would leave `value` exactly as it is (every part present, right type).
+
+    Exact types first (what JSON gives), then `_same_shape`'s isinstance rules; a dict or list
+    part must be exactly a dict or list, stricter than `_fill`, so anything unusual takes the
+    copy-and-fill path instead.
+    """
+    if type(value) is not dict:
+        return False
+    for key, check, sub in spec:
+        if key not in value:
+            return False
+        part = value[key]
+        t = type(part)
+        if check is _NUMBER:
+            if t is not int and t is not float and (not isinstance(part, (int, float)) or isinstance(part, bool)):
+                return False
+        elif check is _TIME:
+            if part is not None and t is not int and (not isinstance(part, int) or isinstance(part, bool)):
+                return False
+        elif check is _ANY:
+            continue
+        elif check is _BOOL:
+            if not isinstance(part, bool):
+                return False
+        elif t is not check:
+            return False
+        if sub is not None and not _conforms(sub, part):
+            return False
+    return True
+
+
+_VISITOR_SPEC = _shape_spec(new_visitor())
+_SESSION_SPEC = _shape_spec(new_session())
+
+
+def _working_copy(profile: dict) -> dict:
+    """A copy of a well-formed profile that shares only what evaluate() never changes in place.
+
+    evaluate() mutates these containers in place, so each gets its own copy: the top level, the
+    visitor and session parts, interest and its three tables, recent, cart and cart.items,
+    intent, and the session's scroll, dwell (and dwell.recent), click, rules, since and active.
+    Everything else is only read or replaced wholesale (an interest entry [score, t], a recent
+    entry, intent evidence, the page, an active patch record, a rule's fired record), so it is
+    shared with the caller's profile, which stays untouched as before. The result equals
+    copy_json(profile) for a profile `_conforms` accepts; avoiding the deep copy of the tables
+    and lists is what makes normalising ~7x cheaper (docs/PERFORMANCE.md "Hot-path changes").
+    """
+    v = profile["v"].copy()
+    interest = v["interest"] = v["interest"].copy()
+    interest["item"] = interest["item"].copy()
+    interest["tag"] = interest["tag"].copy()
+    interest["section"] = interest["section"].copy()
+    v["recent"] = v["recent"].copy()
+    cart = v["cart"] = v["cart"].copy()
+    cart["items"] = cart["items"].copy()
+    v["intent"] = v["intent"].copy()
+    s = profile["s"].copy()
+    s["scroll"] = s["scroll"].copy()
+    dwell = s["dwell"] = s["dwell"].copy()
+    dwell["recent"] = dwell["recent"].copy()
+    s["click"] = s["click"].copy()
+    s["rules"] = s["rules"].copy()
+    s["since"] = s["since"].copy()
+    s["active"] = s["active"].copy()
+    work = profile.copy()
+    work["v"] = v
+    work["s"] = s
+    return work
+
+
 def normalise(profile: dict | None) -> dict:
     """A working copy of `profile` that evaluate() may change (the caller's stays untouched)."""
     if not profile:
         return new_profile()
+    if (
+        type(profile) is dict
+        and _conforms(_VISITOR_SPEC, profile.get("v"))
+        and _conforms(_SESSION_SPEC, profile.get("s"))
+    ):
+        # The usual case (a profile evaluate() produced, as stored): nothing to fill in.
+        return _working_copy(profile)
     work = copy_json(profile)
     if not isinstance(work, dict):
         return new_profile()
@@ -200,9 +299,11 @@ class Update:
         self.new_page = False  # a view event: the client unloaded the page and every patch on it
 
 
+_LIMITS = {"item": MAX_ITEMS, "tag": MAX_TAGS, "section": MAX_SECTIONS}
+
+
 def _interest(work: dict, update: Update, kind: str, key: str, weight: float, now: int, hl: int) -> None:
-    limit = {"item": MAX_ITEMS, "tag": MAX_TAGS, "section": MAX_SECTIONS}[kind]
-    bump(work["v"]["interest"][kind], key, weight, now, hl, limit)
+    bump(work["v"]["interest"][kind], key, weight, now, hl, _LIMITS[kind])
     update.changed.add(f"profile.interest.{kind}.{key}")
 
 
@@ -241,7 +342,7 @@ def _recent(work: dict, update: Update, event: dict, now: int) -> None:
 def _evidence(work: dict, update: Update, kind: str, weight: float, now: int) -> None:
     intent = work["v"]["intent"]
     value = decayed(intent[kind], now, INTENT_HALF_LIFE_MS) + weight
-    intent[kind] = [r6(max(value, 0.0)), now]
+    intent[kind] = [round(max(value, 0.0), 6) + 0.0, now]  # r6 inlined, as in bump()
     update.changed.add(f"profile.intent.{kind}")
 
 
@@ -344,11 +445,15 @@ def start_batch(work: dict, update: Update, now: int, has_events: bool) -> None:
     update.changed.update(("session.idle.ms", "session.idle.ratio"))
 
 
+_NUMBER_TYPES = (int, float)
+_INFINITIES = (math.inf, -math.inf)
+
+
 def _number(event: dict, key: str) -> float:
     """A numeric field of an event; the gateway validates them (§3.1), but a value of the wrong
     type must not take a whole batch down: it counts as 0."""
     value = event.get(key, 0)
-    if type(value) in (int, float) and value == value and value not in (float("inf"), float("-inf")):
+    if type(value) in _NUMBER_TYPES and value == value and value not in _INFINITIES:
         return value
     return 0
 

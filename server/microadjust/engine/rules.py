@@ -18,7 +18,7 @@ import re
 
 from .features import is_clock
 from .logic import Reads, compile_logic
-from .patches import OPS, RULE_ID_RE, check_ops, check_target, MAX_PRIORITY, MAX_TTL
+from .patches import OPS, RULE_ID_RE, check_ops, check_target, patch_sig, MAX_PRIORITY, MAX_TTL
 
 EVENT_KINDS = ("view", "hover", "scroll", "dwell", "click", "custom")
 RULE_FIELDS = (
@@ -119,6 +119,16 @@ def render_value(value, ctx):
     if isinstance(value, dict):
         return {k: render_value(v, ctx) for k, v in value.items()}
     return value
+
+
+def _has_template(value) -> bool:
+    if isinstance(value, Template):
+        return True
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    return False
 
 
 def _placeholder(value):
@@ -409,6 +419,12 @@ def _compile_rule(raw, i: int, settings: dict, errors: list, seen: dict) -> Rule
             errors.append({"path": f"{path}.experiment", "msg": "expected an experiment id or {id, variant?}"})
     if len(errors) > before:
         return None
+    # What rendering can change, for evaluate(): the load-time check above already covers every
+    # part without a template, so a rendered patch re-checks only the rest (patches.py
+    # rendered_patch_invalid), and a patch with nothing to render has one signature.
+    target_static = not _has_template(target)
+    ops_to_check = tuple(j for j, op in enumerate(ops) if j in rank or _has_template(op))
+    static_sig = patch_sig(target, ops, ttl) if target_static and not ops_to_check else None
     return Rule(
         id=rid, order=i, description=desc, priority=priority, enabled=enabled, when=when, keep=keep,
         until=until, confidence=confidence, on=on, event_bound=event_bound, for_ms=for_ms,
@@ -417,6 +433,7 @@ def _compile_rule(raw, i: int, settings: dict, errors: list, seen: dict) -> Rule
         experiment=experiment, reads=sorted(reads.names), features=sorted(reads.docs),
         event_key=_event_key(raw["when"]) if event_bound else None,
         clock=any(is_clock(d) for d in reads.docs),
+        target_static=target_static, ops_to_check=ops_to_check, static_sig=static_sig,
     )
 
 

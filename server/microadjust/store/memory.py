@@ -7,6 +7,16 @@ overwrite each other's update. Accepted events go to the JSON lines `EventLog` i
 commit, so an acked event is in the log.
 
 Nothing survives a restart: that is the embedded mode's documented trade-off (docs/SERVER.md).
+
+Ownership (why there are no copies on the hot path): a stored profile part is immutable from the
+moment it is committed. `commit` keeps the objects it is given (the engine's fresh result, which
+the gateway only reads and serialises afterwards) and `load` hands those same objects out;
+`evaluate` never mutates its input (docs/ARCHITECTURE.md) and a later commit *replaces* the
+stored parts instead of changing them, so a snapshot already handed out keeps its state. Whoever
+wants to change a loaded profile outside the engine must copy it first; `export_visitor` returns
+copies because its result leaves the server's control (admin API). Copying twice per batch was
+~25% of the server's busy time (docs/PERFORMANCE.md "Hot-path changes");
+tests/server/test_memory_store_copies.py holds the rule.
 """
 
 from __future__ import annotations
@@ -51,9 +61,10 @@ class MemoryStore(Store):
         s = self._sessions.get((vid, sid)) or _Session()
         profile = None
         if v.profile is not None or s.profile is not None:
-            # Deep copies: the engine never mutates its input, but a caller holding a snapshot
-            # must not see a later commit's state.
-            profile = {"v": copy.deepcopy(v.profile), "s": copy.deepcopy(s.profile)}
+            # No copies (see "Ownership" in the module docstring): the parts are handed out as
+            # stored; a later commit replaces them rather than changing them, so a snapshot
+            # never sees a later commit's state.
+            profile = {"v": v.profile, "s": s.profile}
         return SessionSnapshot(profile=profile, ack=s.ack, pseq=s.pseq, version=(v.version, s.version))
 
     async def commit(self, vid, sid, snapshot, profile, ack, pseq, events) -> bool:
@@ -62,8 +73,10 @@ class MemoryStore(Store):
             s = self._sessions.setdefault((vid, sid), _Session())
             if (v.version, s.version) != tuple(snapshot.version):
                 return False
-            v.profile = copy.deepcopy(profile.get("v"))
-            s.profile = copy.deepcopy(profile.get("s"))
+            # Kept as given (ownership: module docstring); the caller's engine result is not
+            # touched after commit, and nothing here mutates a stored part.
+            v.profile = profile.get("v")
+            s.profile = profile.get("s")
             v.version += 1
             s.version += 1
             s.ack = max(s.ack, ack)
