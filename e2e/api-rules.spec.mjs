@@ -3,7 +3,7 @@
 // serving pages, a new rule live on an already open page without restart, edits of the rules file
 // on disk, and the event-to-paint histogram of /v1/admin/stats filled by the page's reports.
 // Every test runs its own server: rule changes and server-wide figures stay with that test.
-import { test, expect, startServer } from "./fixtures.mjs";
+import { test, expect, startServer, wire, acked } from "./fixtures.mjs";
 import { readFileSync, writeFileSync, mkdtempSync, rmSync, renameSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,17 +17,6 @@ test.afterEach(async () => {
   server = undefined;
 });
 
-/** The page's socket traffic, parsed. */
-function wire(page) {
-  const w = { sent: [], received: [] };
-  page.on("websocket", (ws) => {
-    if (!ws.url().includes("/v1/stream")) return;
-    ws.on("framesent", (f) => w.sent.push(JSON.parse(f.payload)));
-    ws.on("framereceived", (f) => w.received.push(JSON.parse(f.payload)));
-  });
-  return w;
-}
-const acked = (w) => Math.max(0, ...w.received.filter((m) => m.t === "ack").map((m) => m.seq));
 
 async function open(page, path = "/") {
   await page.addInitScript(() => {

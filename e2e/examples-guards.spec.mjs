@@ -3,23 +3,13 @@
 // and patches that go away by themselves when their ttl passes. (A patch withdrawn because its rule
 // stopped holding is the explore prompt in examples-demo.spec.mjs.) Each test runs a private
 // server, so the server-wide figures of /v1/admin/stats belong to that test's visitor alone.
-import { test, expect, startServer, ROOT } from "./fixtures.mjs";
+import { test, expect, startServer, ROOT, wire, acked } from "./fixtures.mjs";
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const SHIPPED = JSON.parse(readFileSync(join(ROOT, "server/microadjust/demo/rules.json"), "utf8"));
 
-/** The page's socket traffic, parsed: `sent` and `received` messages. */
-function wire(page) {
-  const w = { sent: [], received: [] };
-  page.on("websocket", (ws) => {
-    if (!ws.url().includes("/v1/stream")) return;
-    ws.on("framesent", (f) => w.sent.push(JSON.parse(f.payload)));
-    ws.on("framereceived", (f) => w.received.push(JSON.parse(f.payload)));
-  });
-  return w;
-}
 
 async function open(page, url) {
   await page.addInitScript(() => {
@@ -49,7 +39,6 @@ async function sentEvent(w, pred, timeout = 8000) {
     .toBeDefined();
   return seq;
 }
-const acked = (w) => Math.max(0, ...w.received.filter((m) => m.t === "ack").map((m) => m.seq));
 
 test("no more than 5 adjustments per session reach the page, however many rules fire", async ({ page }) => {
   const server = await startServer(); // the shipped rules, untouched

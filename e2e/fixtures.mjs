@@ -117,3 +117,17 @@ export async function recordPatches(page) {
     document.addEventListener("microadjust:patch", (e) => window.__maPatches.push(e.detail));
   });
 }
+
+/** The page's socket traffic on `/v1/stream`, parsed: `sent` and `received` messages. */
+export function wire(page) {
+  const w = { sent: [], received: [] };
+  page.on("websocket", (ws) => {
+    if (!ws.url().includes("/v1/stream")) return;
+    ws.on("framesent", (f) => w.sent.push(JSON.parse(f.payload)));
+    ws.on("framereceived", (f) => w.received.push(JSON.parse(f.payload)));
+  });
+  return w;
+}
+
+/** The highest cumulative ack the page received (PROTOCOL §4). */
+export const acked = (w) => Math.max(0, ...w.received.filter((m) => m.t === "ack").map((m) => m.seq));
