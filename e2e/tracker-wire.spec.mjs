@@ -45,7 +45,7 @@ test.beforeAll(async () => {
     ws.on("message", (d) => {
       const m = JSON.parse(d);
       frames.push(m);
-      if (m.t === "hello") ws.send(JSON.stringify({ t: "welcome", v: 1, sid: m.sid, ack: 0, hb: 25000, limits: { frame: 65536, batch: 100 } }));
+      if (m.t === "hello") ws.send(JSON.stringify({ t: "welcome", v: 1, sid: m.sid, ack: 0, hb: 25000, limits: { frame: 65536, batch: 100 }, pseq: m.pseq }));
       if (m.t === "events") ws.send(JSON.stringify({ t: "ack", seq: m.seq + m.events.length - 1 }));
     }),
   );
