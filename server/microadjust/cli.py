@@ -1,6 +1,6 @@
 """The `microadjust` command: `serve` the engine, `rules validate` a rules file.
 
-    microadjust serve [--demo] [--rules FILE] [--host 127.0.0.1] [--port 8000]
+    microadjust serve [--demo] [--public-rules] [--rules FILE] [--host 127.0.0.1] [--port 8000]
                       [--site KEY=ORIGIN,...] [--admin-token T] [--data-dir D] [--log-level L]
                       [--log-format json|text] [--redis URL] [--workers N] [--drain-timeout S]
     microadjust rules validate FILE
@@ -174,6 +174,7 @@ def build_settings(args) -> Settings:
         rules_file=rules,
         data_dir=Path(args.data_dir),
         demo=args.demo,
+        public_rules=args.public_rules,
         redis_url=args.redis or os.environ.get("MICROADJUST_REDIS_URL") or None,
         redis_cluster=args.redis_cluster,
         workers=args.workers,
@@ -253,6 +254,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the server")
     s.add_argument("--demo", action="store_true", help="serve the demo shop with its rules (site 'demo')")
+    s.add_argument("--public-rules", action="store_true", help="serve the live rule set at GET /v1/rules/snapshot?site=KEY "
+                   "to the site's pages (offline mode, docs/PYWASM.md); it exposes the rules to visitors")
     s.add_argument("--rules", metavar="FILE", help="rules JSON file (watched; admin API changes are written back)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)

@@ -52,6 +52,7 @@ class Routes:
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/v1/events", self.beacon, methods=["POST", "OPTIONS"]),
+            Route("/v1/rules/snapshot", self.rules_snapshot, methods=["GET", "HEAD"]),
             Route("/v1/admin/rules", self.rules, methods=["GET", "POST", "PUT"]),
             Route("/v1/admin/rules/validate", self.rules_validate, methods=["POST"]),
             Route("/v1/admin/rules/{id}", self.rule, methods=["GET", "PUT", "DELETE"]),
@@ -149,6 +150,36 @@ class Routes:
         await self.gateway.distribute(beacon.vid, beacon.sid, result)
         unknown = [{"path": p, "kind": k} for p, k in beacon.batch.unknown]
         return JSONResponse({"ack": result.ack, **({"unknown_events": unknown} if unknown else {})}, headers=self._cors(origin))
+
+    # ------------------------------------------------------------------ public rule snapshot
+
+    async def rules_snapshot(self, request: Request) -> Response:
+        """The live rules document for a site's pages (offline mode, docs/PYWASM.md), opt-in.
+
+        404 unless `serve --public-rules`. A browser page must be on an origin of the site's
+        allow-list, as for the beacon; a same-origin GET carries no Origin header, so then the
+        request's own origin is checked when the browser says `Sec-Fetch-Site: same-origin`.
+        This gates which pages can read the rules in a browser, not who can: with the flag on,
+        treat the rule set as public.
+        """
+        if not self.settings.public_rules:
+            return error(404, "not_enabled", "the rule snapshot is off: start the server with --public-rules")
+        site = request.query_params.get("site", "")
+        if site not in self.settings.sites:
+            return error(403, "unknown_site", f"site {site!r} is not configured")
+        origin = request.headers.get("origin")
+        if origin is None and request.headers.get("sec-fetch-site") == "same-origin":
+            origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        if not self.settings.origin_allowed(site, origin):
+            return error(403, "origin_not_allowed", f"origin {origin!r} is not allowed for site {site!r}")
+        # The document alone (no per-process revision counter), so every worker gives one ETag.
+        body = ujson.dumps(self.rulebook.doc, ensure_ascii=False, escape_forward_slashes=False, sort_keys=True).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        headers = {**self._cors(request.headers.get("origin")), "Cache-Control": "no-cache", "ETag": etag,
+                   "Access-Control-Expose-Headers": "ETag"}
+        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     # ------------------------------------------------------------------ admin API
 

@@ -78,6 +78,10 @@ class Settings:
     event_log_backups: int = 5  # ... keeping 5 old files: at most ~384 MiB on disk
     static_dir: Path = Path(__file__).parent / "static"
     demo: bool = False  # serve the demo pages at /, /shop, /article
+    # GET /v1/rules/snapshot?site=KEY (`serve --public-rules`): the live rule set, readable by the
+    # site's pages (Origin in its allow-list) for the tracker's offline mode (docs/PYWASM.md). Off
+    # by default: it exposes the whole rule set (conditions, thresholds, texts) to any visitor.
+    public_rules: bool = False
     # Production mode (docs/SCALING.md): redis://, rediss://, redis+cluster:// or None for the
     # embedded in-process store. Every process given the same URL is a full peer.
     redis_url: str | None = None

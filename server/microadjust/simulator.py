@@ -7,6 +7,7 @@ files; it never evaluates anything itself.
 
     GET /simulator                  the page (strict CSP: no inline script, wasm allowed)
     GET /pywasm/loader.mjs          pywasm/loader.mjs, the engine's JS loader
+    GET /pywasm/offline.mjs         pywasm/offline.mjs, the tracker's opt-in offline mode
     GET /pywasm/simulator/{name}    the page's script, stylesheet and example sequence
     GET /pywasm/simulator/demo-rules.json   the demo rule set shipped with the server
     GET /pywasm/{name}              pywasm/dist/ (`npm run build:pywasm`): Pyodide runtime,
@@ -95,6 +96,9 @@ def simulator_routes(pywasm_dir: str | Path | None = None) -> list[Route]:
     async def loader(request: Request) -> Response:
         return _serve(request, root / "loader.mjs")
 
+    async def offline(request: Request) -> Response:
+        return _serve(request, root / "offline.mjs")
+
     async def demo_rules(request: Request) -> Response:
         return _serve(request, DEMO_RULES)
 
@@ -119,6 +123,7 @@ def simulator_routes(pywasm_dir: str | Path | None = None) -> list[Route]:
     return [
         Route("/simulator", page, methods=methods),
         Route("/pywasm/loader.mjs", loader, methods=methods),
+        Route("/pywasm/offline.mjs", offline, methods=methods),  # the tracker's offline mode
         Route("/pywasm/simulator/demo-rules.json", demo_rules, methods=methods),
         Route("/pywasm/simulator/{name}", page_asset, methods=methods),
         Route("/pywasm/{name}", runtime_asset, methods=methods),
