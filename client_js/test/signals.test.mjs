@@ -171,6 +171,30 @@ test("clicks: the 3rd within 800 ms and 30 px is rage; spread out, far apart or 
   }
 });
 
+test("scroll: wheel notches without smooth scrolling (one step per gesture) are timed against each other", () => {
+  const s = setup(300);
+  try {
+    scroll(s.ctx);
+    // Each notch is its own gesture: one scroll event and its scrollend in the same instant.
+    const notch = (y) => {
+      globalThis.scrollY = y;
+      s.w.dispatchEvent(new s.w.Event("scroll"));
+      s.w.dispatchEvent(new s.w.Event("scrollend"));
+    };
+    notch(300); // the page's first step: nothing to time it against (not page start)
+    s.tick(40);
+    notch(600); // 300 px 40 ms after the previous notch: 7500 px/s, a skimmer's spin
+    s.tick(2000);
+    notch(900); // after a pause longer than a gesture gap: untimed again
+    assert.deepEqual(
+      s.out.map((e) => e.speed),
+      [0, 7500, 0],
+    );
+  } finally {
+    s.restore();
+  }
+});
+
 test("clicks: dead when nothing happens within 1 s; held until the page reacts (DOM change, scroll)", async () => {
   const s = setup();
   try {

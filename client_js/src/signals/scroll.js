@@ -10,12 +10,14 @@ const ALPHA = 0.3; // EWMA weight of a new sample: follows a change of pace with
 
 export function depth() {
   const h = document.documentElement.scrollHeight;
-  return h > 0 ? Math.min(100, Math.max(0, Math.round(((scrollY + innerHeight) / h) * 100))) : 100;
+  // scrollY + innerHeight stays positive even in an overscroll bounce: no lower clamp needed.
+  return h > 0 ? Math.min(100, Math.round(((scrollY + innerHeight) / h) * 100)) : 100;
 }
 
 export function scroll(ctx) {
   let lastY = scrollY;
-  let lastT = 0; // 0 until a gesture's first sample: no speed from that one
+  let lastT = 0; // 0 until the page's first sample: nothing is timed against page start
+  let lone = 0; // the first sample's speed against the previous gesture, for a gesture of one step
   let nextSample = 0;
   let speed = 0;
   let dir;
@@ -28,26 +30,29 @@ export function scroll(ctx) {
     if (!moved) return;
     sample(now());
     moved = false;
-    max = Math.max(max, depth());
-    const ev = { k: "scroll", depth: max, speed: Math.round(speed) };
-    if (dir) ev.dir = dir;
-    ctx.emit(ev);
-    speed = lastT = 0;
+    // A gesture of a single step (a wheel without smooth scrolling: one scroll event per notch)
+    // has no speed of its own; notches in quick succession are timed against each other.
+    // `dir` stays undefined until the page moved: JSON leaves the field out then.
+    ctx.emit({ k: "scroll", depth: max, speed: Math.round(speed || lone), dir });
+    speed = lone = 0;
   }
 
   function sample(t) {
     const y = scrollY;
     const dt = t - lastT;
-    // The first sample of a gesture (lastT 0) has no interval: timed against page start or the
-    // previous gesture it would read a fast flick as slow. A pause longer than a gesture gap
-    // starts a new gesture too (no scrollend where the fallback timer was late).
+    // A gesture's speed comes from its own samples: its first sample, timed against the previous
+    // gesture, would read a fast flick that follows a pause as slow. That timing is kept aside
+    // (`lone`) for a gesture that turns out to have one step. A pause longer than a gesture gap
+    // times nothing (no scrollend where the fallback timer was late).
     if (lastT && dt > 0 && dt < 4 * GESTURE_GAP_MS) {
       const v = (Math.abs(y - lastY) * 1000) / dt;
-      speed = speed ? ALPHA * v + (1 - ALPHA) * speed : v;
+      if (!speed && !lone) lone = v;
+      else speed = speed ? ALPHA * v + (1 - ALPHA) * speed : v;
     }
     if (y !== lastY) dir = y > lastY ? "down" : "up";
     lastY = y;
     lastT = t;
+    max = Math.max(max, depth());
   }
 
   ctx.on(window, "scroll", () => {
@@ -60,7 +65,6 @@ export function scroll(ctx) {
     if (t < nextSample) return;
     nextSample = t + SAMPLE_MS * ctx.rate();
     sample(t);
-    max = Math.max(max, depth());
   });
   if (hasScrollEnd) ctx.on(window, "scrollend", end);
   ctx.onHide(end);
