@@ -8,7 +8,9 @@
 // ms, as % of the baseline's task time (the page's own busy time) and as % of the storm's
 // wall-clock duration (docs/TRACKER.md "Cost and sampling" says which one the 2% goal is judged by).
 //
-//   node bench/tracker/run.mjs [--runs=5] [--page=/shop] [--json]
+//   node bench/tracker/run.mjs [--runs=5] [--page=/shop] [--rules=FILE] [--json]
+// --rules runs the server with another rule set, e.g. bench/tracker/no-rules.json to measure the
+// tracker alone, without the patches the demo rules send back (and the patcher chunk they load).
 import { chromium } from "@playwright/test";
 import { startServer } from "../../e2e/fixtures.mjs";
 
@@ -65,7 +67,8 @@ async function run(browser, srv, withTracker) {
   return { script: (b.ScriptDuration - a.ScriptDuration) * 1000, task: (b.TaskDuration - a.TaskDuration) * 1000, wall, events };
 }
 
-const srv = await startServer();
+const rules = arg("rules", "");
+const srv = await startServer(rules ? ["--rules", rules] : []);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
