@@ -2,46 +2,19 @@
 // under Pyodide with the page's strict CSP, shows which patches a recorded visit would get and
 // when (the same ones CPython computes), and points at the exact place of every input error.
 //
-// Needs `npm run build:pywasm`. Runs against `microadjust serve` when it mounts the simulator,
-// else against pywasm/serve_simulator.py (the simulator routes alone).
+// Needs `npm run build:pywasm`. Runs against the real `microadjust serve --demo`.
 import { test, expect } from "@playwright/test";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, freePort, startServer } from "./fixtures.mjs";
+import { ROOT, startServer } from "./fixtures.mjs";
 
 const PYTHON = join(ROOT, ".venv", "bin", "python");
 let server;
 
-async function startSimulatorOnly() {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const proc = spawn(PYTHON, [join(ROOT, "pywasm", "serve_simulator.py"), "--port", String(port)], { stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  proc.stdout.on("data", (d) => (output += d));
-  proc.stderr.on("data", (d) => (output += d));
-  for (let i = 0; i < 100; i++) {
-    if (proc.exitCode !== null) throw new Error(`serve_simulator.py exited: ${output}`);
-    try {
-      if ((await fetch(url + "/readyz")).ok) break;
-    } catch {
-      /* not listening yet */
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { url, cleanup: async () => proc.kill("SIGTERM") };
-}
-
 test.beforeAll(async () => {
   if (!existsSync(join(ROOT, "pywasm", "dist", "manifest.json"))) throw new Error("run `npm run build:pywasm` first");
-  try {
-    server = await startServer();
-    if ((await fetch(server.url + "/simulator")).status === 200) return;
-    await server.cleanup();
-  } catch {
-    /* the full server is not runnable yet */
-  }
-  server = await startSimulatorOnly();
+  server = await startServer(); // the real `microadjust serve --demo`, which mounts /simulator
 });
 
 test.afterAll(async () => server?.cleanup());
