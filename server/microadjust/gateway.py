@@ -631,6 +631,7 @@ class Gateway:
     async def reevaluate(self, vid: str) -> None:
         """Another process changed this visitor's shared profile part (a bus nudge): re-check
         this process's open tabs of the visitor, so a patch there comes from the engine."""
+        self.ingest.store.invalidate_visitor(vid)  # decide on the visitor part the other wrote
         for conn in list(self.registry.by_visitor.get(vid, ())):
             if conn.state is State.OPEN and conn.consent == "granted":
                 await self._tick(conn)

@@ -110,10 +110,41 @@ async def test_two_tabs_on_two_processes_never_lose_a_visitor_update(redis_url):
         return conflicts
 
     await asyncio.gather(tab(stores[0], "a", "s_tab_a_01"), tab(stores[1], "b", "s_tab_b_01"))
-    final = await stores[0].load(VID, "s_tab_a_01")
+    # What Redis holds, read by a third process (each writer may serve its own loads from the
+    # state it last committed; the compare-and-set is what keeps every update).
+    reader = RedisStore(redis_url)
+    final = await reader.load(VID, "s_tab_a_01")
     assert final.profile["v"] == {"a": batches, "b": batches, "total": 2 * batches}
-    for s in stores:
+    for s in (*stores, reader):
         await s.close()
+
+
+async def test_a_session_s_next_load_comes_from_its_own_commit_without_a_round_trip(redis_url):
+    store = RedisStore(redis_url)
+    snap = await store.load(VID, SID)
+    assert await store.commit(VID, SID, snap, {"v": {"n": 1}, "s": {"k": 1}}, 1, 0, events(1, 1))
+    hits = store.cache_hits
+    again = await store.load(VID, SID)
+    assert store.cache_hits == hits + 1
+    assert again.profile == {"v": {"n": 1}, "s": {"k": 1}} and again.ack == 1
+    # Another process writes the visitor; this one's cached load is stale, so its commit fails,
+    # and the retry reads what the other wrote.
+    other = RedisStore(redis_url)
+    osnap = await other.load(VID, "s_other_tab1")
+    assert await other.commit(VID, "s_other_tab1", osnap, {"v": {"n": 2}, "s": {}}, 1, 0, events(1, 1))
+    stale = await store.load(VID, SID)
+    assert not await store.commit(VID, SID, stale, {"v": {"n": 99}, "s": {"k": 2}}, 2, 0, events(2, 1))
+    fresh = await store.load(VID, SID)
+    assert fresh.profile["v"] == {"n": 2}
+    # A nudge from the other process drops the cache before any re-evaluation.
+    assert await store.commit(VID, SID, fresh, {"v": {"n": 3}, "s": {"k": 2}}, 2, 0, events(2, 1))
+    # `other` cached its own last commit, so its first try is refused too, and its retry lands.
+    assert not await other.commit(VID, "s_other_tab1", await other.load(VID, "s_other_tab1"), {"v": {"n": 4}, "s": {}}, 2, 0, events(2, 1))
+    assert await other.commit(VID, "s_other_tab1", await other.load(VID, "s_other_tab1"), {"v": {"n": 4}, "s": {}}, 2, 0, events(2, 1))
+    store.invalidate_visitor(VID)
+    assert (await store.load(VID, SID)).profile["v"] == {"n": 4}
+    await store.close()
+    await other.close()
 
 
 async def test_accepted_events_reach_the_stream_exactly_once_with_who_and_when(redis_url):
@@ -217,7 +248,8 @@ async def test_two_tabs_on_two_processes_with_the_real_engine_keep_every_click(r
     for seq in range(1, 2 * batches + 1):
         batch = [{"k": "click", "ts": now, "seq": seq, "item": "p1", "tags": ["running"]}]
         serial = evaluate(serial, batch, now, rules)["profile"]
-    stored = (await stores[0].load(VID, "s_tab_a_01")).profile
+    reader = RedisStore(redis_url)  # what Redis holds (a writer may load its own last commit)
+    stored = (await reader.load(VID, "s_tab_a_01")).profile
     assert stored["v"]["interest"] == serial["v"]["interest"]
-    for s in stores:
+    for s in (*stores, reader):
         await s.close()

@@ -60,6 +60,9 @@ class Store(abc.ABC):
     async def erase_visitor(self, vid: str) -> None:
         """Remove a visitor's profile, sessions and events (privacy erasure)."""
 
+    def invalidate_visitor(self, vid: str) -> None:
+        """Another process changed this visitor: forget any state cached for it here."""
+
     async def ready(self) -> bool:
         """True when the store can take writes (drives `/readyz`)."""
         return True

@@ -1,6 +1,7 @@
 """Redis store: profiles, sequence numbers and the event log shared by many server processes.
 
-The production `Store` (see `store/__init__.py` for the contract). One Lua script per batch does
+The production `Store` (see `store/__init__.py` for the contract). A session's load is served from
+the state this process last committed for it (see `_own`); one Lua script per batch does
 the compare-and-set on the visitor and session versions and, when they still match, writes both
 profile parts, the session's `ack` and `pseq`, refreshes the inactivity TTLs and records the
 batch's events, atomically and in one round trip. The layout, the scripts and the fault
@@ -401,6 +402,14 @@ class RedisStore(Store):
         self._erase = client.register_script(ERASE_LUA)
         self._vcache: OrderedDict[str, _CachedVisitor] = OrderedDict()
         self._scache: OrderedDict[tuple[str, str], _CachedSession] = OrderedDict()
+        # Sessions whose cached state is what this process itself last committed: their loads
+        # are served from memory, so a batch costs one round trip (the commit). The process that
+        # holds a session's socket is almost always its only writer; a write by anyone else makes
+        # the commit's compare-and-set fail, the entry is dropped and the retry reads Redis.
+        # Another process that changes the visitor part nudges this one (`invalidate_visitor`)
+        # before it re-evaluates, so decisions never rest on a stale visitor part.
+        self._own: set[tuple[str, str]] = set()
+        self.cache_hits = 0  # loads served without a round trip
         self._vbuf: dict[str, _BufferedVisitor] = {}
         self._sbuf: dict[tuple[str, str], _BufferedSession] = {}
         self._buffered_events = 0
@@ -437,6 +446,9 @@ class RedisStore(Store):
         if not self._down:
             log.warning("redis unreachable, buffering writes: %s", exc)
         self._down = True
+        # Buffered writes get new versions when they are flushed: after an outage every load
+        # reads Redis again until this process's own commits refill `_own`.
+        self._own.clear()
         if not self._closed and (self._recovery is None or self._recovery.done()):
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
 
@@ -446,7 +458,7 @@ class RedisStore(Store):
         self._scache[(vid, sid)] = s
         self._scache.move_to_end((vid, sid))
         while len(self._scache) > self.cache_sessions:
-            self._scache.popitem(last=False)
+            self._own.discard(self._scache.popitem(last=False)[0])
         while len(self._vcache) > self.cache_sessions:
             self._vcache.popitem(last=False)
 
@@ -467,6 +479,12 @@ class RedisStore(Store):
     async def load(self, vid: str, sid: str) -> SessionSnapshot:
         check_id(vid, "visitor id")
         check_id(sid, "session id")
+        if not self.degraded and (vid, sid) in self._own:
+            v, s = self._vcache.get(vid), self._scache.get((vid, sid))
+            if v is not None and s is not None:
+                self.cache_hits += 1
+                return self._snapshot(v, s, degraded=False)
+            self._own.discard((vid, sid))
         if not self.degraded:
             try:
                 raw = await self._call(
@@ -542,6 +560,7 @@ class RedisStore(Store):
             else:
                 if int(res[0]) == 0:
                     metrics.STORE_CONFLICTS.inc()
+                    self._own.discard((vid, sid))  # someone else wrote: the retry reads Redis
                     return False
                 self._remember(
                     vid,
@@ -549,6 +568,7 @@ class RedisStore(Store):
                     _CachedVisitor(vpart, int(res[1])),
                     _CachedSession(spart, int(res[2]), ack, pseq),
                 )
+                self._own.add((vid, sid))
                 if int(res[3]) > 0:
                     self._schedule_forward(vid)
                 return True
@@ -776,8 +796,13 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis unavailable: {exc}") from exc
         self.forget_visitor(vid)
 
+    def invalidate_visitor(self, vid: str) -> None:
+        """Another process wrote this visitor: the next loads of its sessions read Redis."""
+        self._own = {k for k in self._own if k[0] != vid}
+
     def forget_visitor(self, vid: str) -> None:
         """Drop a visitor from this process's cache and write buffer (after an erasure)."""
+        self.invalidate_visitor(vid)
         self._vcache.pop(vid, None)
         self._vbuf.pop(vid, None)
         self._forward_vids.discard(vid)
