@@ -29,8 +29,8 @@ export const BUDGET_GZIP = 6144; // bytes, gzipped, default bundle (issue 3)
 export const CHUNKS = { "microadjust-patcher.js": join(HERE, "src", "patcher", "chunk.js") };
 
 // Every optional signal, on by default. `--without=a,b` turns flags off for a custom build.
-const FEATURES = ["engage", "history", "forms", "keys", "pointer", "read", "cost"];
-const OPTIONAL = ["engage", "history", "forms", "keys", "pointer", "read", "cost"]; // not in the default bundle
+const FEATURES = ["engage", "history", "forms", "keys", "pointer", "read", "cost", "dead"];
+const OPTIONAL = ["engage", "history", "forms", "keys", "pointer", "read", "cost", "dead"]; // not in the default bundle
 const args = process.argv.slice(2);
 const without = new Set(
   (args.find((a) => a.startsWith("--without=")) || "--without=").slice(10).split(",").filter(Boolean),

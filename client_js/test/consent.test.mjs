@@ -15,7 +15,7 @@ function browser(nav = {}) {
     observe() {}
     disconnect() {}
   };
-  const g = { window: win, WebSocket: FakeSocket, IntersectionObserver: win.IntersectionObserver, MA_COST: false, MA_ENGAGE: false, MA_HISTORY: true, MA_READ: false, MA_FORMS: false, MA_KEYS: false, MA_POINTER: false };
+  const g = { window: win, WebSocket: FakeSocket, IntersectionObserver: win.IntersectionObserver, MA_COST: false, MA_ENGAGE: false, MA_HISTORY: true, MA_READ: false, MA_FORMS: false, MA_KEYS: false, MA_POINTER: false, MA_DEAD: false };
   for (const k of ["document", "location", "history", "navigator", "CustomEvent", "Event", "AbortController", "MutationObserver", "innerWidth", "innerHeight", "scrollY"]) g[k] = win[k];
   for (const k of ["getSelection", "requestAnimationFrame", "cancelAnimationFrame"]) g[k] = win[k].bind(win);
   for (const [k, v] of Object.entries(g)) Object.defineProperty(globalThis, k, { value: v, configurable: true, writable: true });

@@ -65,7 +65,7 @@ function browser() {
     observe() {}
     disconnect() {}
   };
-  const globals = { window: w, WebSocket: FakeSocket, IntersectionObserver: w.IntersectionObserver, MA_COST: true, MA_ENGAGE: true, MA_HISTORY: true, MA_READ: true, MA_FORMS: true, MA_KEYS: true, MA_POINTER: true };
+  const globals = { window: w, WebSocket: FakeSocket, IntersectionObserver: w.IntersectionObserver, MA_COST: true, MA_ENGAGE: true, MA_HISTORY: true, MA_READ: true, MA_FORMS: true, MA_KEYS: true, MA_POINTER: true, MA_DEAD: true };
   for (const k of ["document", "location", "history", "navigator", "CustomEvent", "Event", "AbortController", "MutationObserver", "Node", "HTMLElement", "innerWidth", "innerHeight", "scrollX", "scrollY"]) globals[k] = w[k];
   for (const k of ["getSelection", "requestAnimationFrame", "cancelAnimationFrame"]) globals[k] = w[k].bind(w);
   for (const [k, v] of Object.entries(globals)) Object.defineProperty(globalThis, k, { value: v, configurable: true, writable: true });

@@ -23,6 +23,7 @@ function setup(t0 = 1000) {
     performance: { now: () => clock.t },
     scrollY: 0,
     innerHeight: 800,
+    MA_DEAD: true, // the full build's dead-click detection (a compile-time flag, client_js/build.mjs)
     setTimeout: (fn, d = 0) => (clock.q.push({ id: ++clock.id, at: clock.t + d, fn }), clock.id),
     clearTimeout: (id) => (clock.q = clock.q.filter((x) => x.id !== id)),
   };

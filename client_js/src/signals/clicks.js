@@ -2,6 +2,8 @@
 // RAGE_PX: the frustrated "why does nothing happen" burst) and dead clicks (no DOM change, scroll,
 // selection or navigation within DEAD_MS). To know whether a click was dead it is held at most
 // DEAD_MS; the page's reaction, which usually comes within a frame, releases it at once.
+// Dead-click detection is in the full build only (MA_DEAD): no shipped rule reads it, and the
+// default bundle is at its size budget; the default build sends clicks (and rage) at once.
 import { tracked, ref, now } from "../dom.js";
 
 export const RAGE_N = 3;
@@ -41,6 +43,7 @@ export function clicks(ctx) {
         ev.rage = true;
         recent = [];
       }
+      if (!MA_DEAD) return ctx.emit(ev, true);
       held = ev;
       timer = setTimeout(() => release(true), DEAD_MS);
       mo = mo || new MutationObserver(reacted);
@@ -48,6 +51,7 @@ export function clicks(ctx) {
     },
     true,
   );
+  if (!MA_DEAD) return;
   ctx.on(window, "scroll", reacted);
   ctx.on(document, "selectionchange", () => {
     const s = getSelection();
