@@ -286,19 +286,48 @@ async function redisRows() {
   }
   const rows = [];
   for (const scenario of ["throughput", "latency"]) {
-    const rport = await freePort();
-    // A private Redis on the server's core: "per core" includes the store the server needs.
-    const redis = start(`redis-${scenario}`, ["redis-server", "--port", String(rport), "--bind", "127.0.0.1",
-      "--save", "", "--appendonly", "no", "--protected-mode", "yes"]);
-    try {
-      if (!(await waitPort(rport, 10000))) {
-        rows.push({ server: "microadjust", scenario, redis: true, error: "private redis-server did not start" });
-        continue;
+    // --repeat applies here too (a fresh Redis each time); the median run is reported.
+    const runs = [];
+    const pairs = [];
+    for (let rep = 0; rep < REPEAT; rep++) {
+      // Throughput: each Redis run is paired with a memory-mode run right before it, so the
+      // ratio compares runs minutes apart at most (CPU speed on a shared host drifts by 1.5x
+      // between runs of the same build); the goal line uses the median of the pair ratios.
+      let mem = null;
+      if (scenario === "throughput") {
+        log(`microadjust (memory, paired) throughput${REPEAT > 1 ? ` #${rep + 1}` : ""} ...`);
+        mem = await measure("microadjust", "throughput");
       }
-      rows.push(await measure("microadjust", scenario, ["--redis", `redis://127.0.0.1:${rport}/0`], redis));
-    } finally {
-      await stop(redis);
+      log(`microadjust + redis ${scenario}${REPEAT > 1 ? ` #${rep + 1}` : ""} ...`);
+      const rport = await freePort();
+      // A private Redis on the server's core: "per core" includes the store the server needs.
+      const redis = start(`redis-${scenario}`, ["redis-server", "--port", String(rport), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--protected-mode", "yes"]);
+      try {
+        if (!(await waitPort(rport, 10000))) {
+          runs.push({ server: "microadjust", scenario, redis: true, error: "private redis-server did not start" });
+          continue;
+        }
+        const row = await measure("microadjust", scenario, ["--redis", `redis://127.0.0.1:${rport}/0`], redis);
+        runs.push(row);
+        if (mem && !mem.error && !row.error) {
+          pairs.push({ memory: mem.batches_per_s, redis: row.batches_per_s, memory_per_cpu_s: mem.batches_per_cpu_s,
+            redis_per_cpu_s: row.batches_per_cpu_s, ratio: row.batches_per_s / mem.batches_per_s,
+            cpu_ratio: row.batches_per_cpu_s / mem.batches_per_cpu_s });
+          log(`  pair: memory ${mem.batches_per_s}, redis ${row.batches_per_s} batches/s = ${(row.batches_per_s / mem.batches_per_s).toFixed(2)}x`);
+        }
+      } finally {
+        await stop(redis);
+      }
     }
+    const picked = median(runs, scenario);
+    if (pairs.length) {
+      const mid = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+      picked.pairs = pairs;
+      picked.pair_ratio = mid(pairs.map((p) => p.ratio));
+      picked.pair_cpu_ratio = mid(pairs.map((p) => p.cpu_ratio));
+    }
+    rows.push(picked);
   }
   return rows;
 }
@@ -389,6 +418,13 @@ function goals(rows) {
   out.push(`- idle <= 12 KB/connection: ${verdict(m.i?.idle_kb_per_conn !== undefined ? m.i.idle_kb_per_conn <= 12 : null)}`);
   const px = rows.find((r) => r.scenario === "pixel" && !r.error && !r.skipped);
   out.push(`- event-to-pixel p99 <= 20 ms: ${verdict(px ? px.p99 <= 20 : null)}`);
+  // Issue 5: Redis mode vs the embedded mode, same run, same core (Redis pinned with the server).
+  const rt = rows.find((r) => r.server === "microadjust" && r.scenario === "throughput" && r.redis && !r.error && !r.skipped);
+  if (rt?.pairs?.length) {
+    const list = rt.pairs.map((p) => `${p.redis}/${p.memory}`).join(", ");
+    out.push("", "Goal (issue 5):", `- Redis mode >= 0.7x the memory mode's throughput: median of ${rt.pairs.length} paired run(s) ` +
+      `${rt.pair_ratio.toFixed(2)}x (${rt.pair_cpu_ratio.toFixed(2)}x per server CPU-s; redis/memory batches/s: ${list}): ${verdict(rt.pair_ratio >= 0.7)}`);
+  }
   return out.join("\n");
 }
 

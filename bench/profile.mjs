@@ -3,7 +3,9 @@
 // top frames, bench/experiments/stacks.py) and keeps the raw collapsed stacks and a speedscope file.
 //
 //   node bench/profile.mjs [--server microadjust|exp:sansio:orjson] [--scenario throughput|latency]
-//                          [--conns 200] [--duration 10] [--rate 5]
+//                          [--conns 200] [--duration 10] [--rate 5] [--redis]
+// --redis: microadjust in Redis mode on a private redis-server (free port, pinned to core 0 like the
+// server, as in bench/run's Redis scenario).
 // Output: bench/results/profile-<server>-<scenario>.{txt,speedscope.json}
 
 import { spawn, spawnSync } from "node:child_process";
@@ -26,13 +28,26 @@ const scenario = opt("scenario", "throughput");
 const conns = opt("conns", scenario === "latency" ? "1000" : "200");
 const duration = opt("duration", "10");
 const rate = opt("rate", "5");
+const withRedis = argv.includes("--redis");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const freePort = () => new Promise((resolve) => {
+  const s = net.createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
+});
+let redis = null;
+let redisArgs = [];
+if (withRedis) {
+  if (serverKey !== "microadjust") throw new Error("--redis applies to --server microadjust only");
+  const rport = await freePort();
+  redis = spawn("taskset", ["-c", "0", "redis-server", "--port", String(rport), "--bind", "127.0.0.1", "--save", "",
+    "--appendonly", "no"], { stdio: "ignore" });
+  redisArgs = ["--redis", `redis://127.0.0.1:${rport}/0`];
+}
 
 function serverCmd(port) {
   if (serverKey === "microadjust") {
     const dir = path.join(RESULTS, "scratch", `profile-${port}`);
     fs.mkdirSync(dir, { recursive: true });
-    return [path.join(VENV, "microadjust"), "serve", "--demo", "--host", "127.0.0.1", "--port", String(port), "--data-dir", dir];
+    return [path.join(VENV, "microadjust"), "serve", "--demo", "--host", "127.0.0.1", "--port", String(port), "--data-dir", dir, ...redisArgs];
   }
   if (serverKey === "uvicorn") return [path.join(VENV, "uvicorn"), "--app-dir", "bench/peers", "starlette_peer:app", "--host", "127.0.0.1", "--port", String(port)];
   if (serverKey.startsWith("exp:")) {
@@ -43,11 +58,9 @@ function serverCmd(port) {
   throw new Error(`unknown server ${serverKey}`);
 }
 
-const port = await new Promise((resolve) => {
-  const s = net.createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-});
+const port = await freePort();
 fs.mkdirSync(RESULTS, { recursive: true });
-const stem = path.join(RESULTS, `profile-${serverKey.replaceAll(":", "_")}-${scenario}`);
+const stem = path.join(RESULTS, `profile-${serverKey.replaceAll(":", "_")}${withRedis ? "-redis" : ""}-${scenario}`);
 const logFd = fs.openSync(`${stem}.log`, "w"); // server and py-spy output
 // Collapsed stacks ("raw") for the summary; -r 250 Hz is enough resolution at a few % overhead.
 const pyspy = spawn("taskset", ["-c", "0", path.join(VENV, "py-spy"), "record", "-r", "250", "-f", "raw", "-o", `${stem}.txt`,
@@ -66,6 +79,7 @@ for (let i = 0; i < 300 && !up; i++) {
 if (!up) {
   console.error(`profile: server did not listen on ${port}`);
   pyspy.kill("SIGINT");
+  if (redis) redis.kill("SIGTERM");
   process.exit(1);
 }
 const lg = spawn("taskset", ["-c", "1", "node", "bench/loadgen.mjs", "--url", `ws://127.0.0.1:${port}/v1/stream?site=demo&v=1`,
@@ -77,6 +91,7 @@ await new Promise((r) => lg.once("exit", r));
 // SIGINT to py-spy stops the recording and writes the file; the server is its child and goes too.
 pyspy.kill("SIGINT");
 await Promise.race([exited, sleep(15000)]);
+if (redis) redis.kill("SIGTERM");
 if (result) {
   console.log(`load: ${result.batches_per_s} batches/s, p50 ${result.latency_ms.p50} ms, p99 ${result.latency_ms.p99} ms, client CPU ${result.client_cpu_pct}% (profiling overhead included)`);
 }

@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import ujson
 
+from . import jsonfast
+
 
 class EventLog:
     """Append-only JSON lines with size-bounded rotation."""
@@ -28,23 +30,22 @@ class EventLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "ab")
         self._size = self._file.tell()
         self.records = 0  # written by this process
 
     def append(self, vid: str, sid: str, events: Iterable[dict[str, Any]], at: int) -> None:
-        lines = "".join(
-            ujson.dumps({"vid": vid, "sid": sid, "at": at, **e}, ensure_ascii=False, escape_forward_slashes=False) + "\n"
-            for e in events
-        )
-        if not lines:
+        records = [jsonfast.dumps({"vid": vid, "sid": sid, "at": at, **e}) for e in events]
+        if not records:
             return
+        records.append(b"")
+        lines = b"\n".join(records)
         if self._size and self._size + len(lines) > self.max_bytes:
             self._rotate()
         self._file.write(lines)
         self._file.flush()
-        self._size += len(lines.encode("utf-8"))
-        self.records += lines.count("\n")
+        self._size += len(lines)
+        self.records += len(records) - 1
 
     def _rotate(self) -> None:
         self._file.close()
@@ -56,7 +57,7 @@ class EventLog:
                 if src.exists():
                     os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "ab")
         self._size = 0
 
     def read(self) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from . import metrics
 from .outbox import Resume, resume_from
+from .redis_pipe import AutoPipeline
 from .store.redis import (
     REDIS_DOWN_ERRORS,
     check_id,
@@ -153,6 +154,9 @@ class RedisBus:
         self.on_change: Callback | None = None
         self.on_erase: Callback | None = None
         self._publish = client.register_script(PUBLISH_LUA)
+        # `publish` and `nudge` run per batch with patches: one auto-pipelined connection
+        # (`redis_pipe`) on a single Redis; redis-py's cluster client on a cluster.
+        self.pipe = None if self.cluster else AutoPipeline.for_client(client, timeout=1.0)
         self._resume = client.register_script(RESUME_LUA)
         self._join = client.register_script(JOIN_LUA)
         self._set_doc = client.register_script(SET_DOC_LUA)
@@ -196,6 +200,8 @@ class RedisBus:
             except REDIS_DOWN_ERRORS:
                 pass  # presence expires on its own
         self._local.clear()
+        if self.pipe is not None:
+            await self.pipe.close()
         await self.client.aclose()
 
     # ------------------------------------------------------------------ presence
@@ -301,10 +307,10 @@ class RedisBus:
         raw = [ujson.dumps(m, ensure_ascii=False) for m in messages]
         started = time.perf_counter()
         try:
-            pids = await self._publish(
-                keys=[outbox_key(vid, sid), presence_key(vid)],
-                args=[int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms,
-                      self.process_id, *raw],
+            pids = await self._run_publish(
+                [outbox_key(vid, sid), presence_key(vid)],
+                [int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms,
+                 self.process_id, *raw],
             )
             metrics.REDIS_RTT_SECONDS.labels("publish").observe(time.perf_counter() - started)
             if pids and messages:
@@ -322,10 +328,10 @@ class RedisBus:
         # The publish script with no messages only reads presence; the outbox key is unused
         # (passed so that the script's keys stay the same shape, all in the visitor's slot).
         try:
-            pids = await self._publish(
-                keys=[outbox_key(vid, "_"), presence_key(vid)],
-                args=[int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms,
-                      self.process_id],
+            pids = await self._run_publish(
+                [outbox_key(vid, "_"), presence_key(vid)],
+                [int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms,
+                 self.process_id],
             )
             if pids:
                 await self._send(pids, {"k": "nudge", "vid": vid})
@@ -334,6 +340,11 @@ class RedisBus:
             log.warning("nudge failed: %s", exc)
             return 0
         return len(pids)
+
+    def _run_publish(self, keys: list[str], args: list[Any]):
+        if self.pipe is not None:
+            return self.pipe.eval_script(self._publish, keys, args)
+        return self._publish(keys=keys, args=args)
 
     async def _send(self, pids: list[str], payload: dict[str, Any]) -> None:
         body = ujson.dumps(payload, ensure_ascii=False)

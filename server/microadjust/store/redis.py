@@ -52,7 +52,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .. import metrics
+from .. import jsonfast, metrics
+from ..redis_pipe import AutoPipeline
 from . import SessionSnapshot, Store
 
 log = logging.getLogger("microadjust.store.redis")
@@ -72,6 +73,13 @@ REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+# Pooled redis-py connections per process (per node on a cluster). The per-batch scripts of a
+# single Redis go through one auto-pipelined connection (`redis_pipe`) and do not count here. The
+# cluster client has no blocking pool and refuses a command beyond its bound, so its bound is set
+# above any realistic number of sockets' batches in flight at once.
+MAX_CONNECTIONS = 64
+MAX_CLUSTER_CONNECTIONS = 10_000
 
 
 class StoreUnavailable(Exception):
@@ -156,7 +164,14 @@ def connect(url: str, *, timeout: float = 1.0, cluster: bool | None = None):
         health_check_interval=0,
     )
     if not want_cluster:
-        return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **common)
+        # A blocking pool: beyond `max_connections` commands in flight a caller waits (up to
+        # `timeout`) for a connection. redis-py's default pool raises MaxConnectionsError at 100,
+        # a ConnectionError that would read as "Redis is down" under a burst of traffic.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=timeout,
+            retry=Retry(NoBackoff(), 1), **common,
+        )
+        return aioredis.Redis(connection_pool=pool)
     base_scheme = CLUSTER_SCHEMES.get(scheme, scheme)
     hosts = parts.netloc.rsplit("@", 1)
     auth = hosts[0] + "@" if len(hosts) == 2 else ""
@@ -166,7 +181,9 @@ def connect(url: str, *, timeout: float = 1.0, cluster: bool | None = None):
     for seed in seeds[1:]:
         host, _, port = seed.rpartition(":")
         extra.append(ClusterNode(host, int(port)))
-    client = RedisCluster.from_url(first, retry=Retry(NoBackoff(), 1), **common)
+    client = RedisCluster.from_url(
+        first, retry=Retry(NoBackoff(), 1), max_connections=MAX_CLUSTER_CONNECTIONS, **common
+    )
     if extra:
         client.nodes_manager.startup_nodes.update({n.name: n for n in extra})
     return client
@@ -300,8 +317,7 @@ return ids
 """
 
 
-def _dump(x: Any) -> str:
-    return ujson.dumps(x, ensure_ascii=False, escape_forward_slashes=False)
+_dump = jsonfast.dumps  # bytes; redis-py and the auto-pipeline send them as they are
 
 
 def event_record(vid: str, sid: str, event: dict[str, Any], at: int) -> dict[str, Any]:
@@ -400,6 +416,9 @@ class RedisStore(Store):
         self._forwarded = client.register_script(FORWARDED_LUA)
         self._export = client.register_script(EXPORT_LUA)
         self._erase = client.register_script(ERASE_LUA)
+        # The per-batch scripts (load, commit) share one auto-pipelined connection on a single
+        # Redis (`redis_pipe`); a cluster (or TLS) keeps redis-py's client for them too.
+        self.pipe = None if self.cluster else AutoPipeline.for_client(client, timeout)
         self._vcache: OrderedDict[str, _CachedVisitor] = OrderedDict()
         self._scache: OrderedDict[tuple[str, str], _CachedSession] = OrderedDict()
         # Sessions whose cached state is what this process itself last committed: their loads
@@ -441,6 +460,11 @@ class RedisStore(Store):
             raise _Down(str(exc)) from exc
         metrics.REDIS_RTT_SECONDS.labels(op).observe(time.perf_counter() - started)
         return result
+
+    def _script(self, script, keys: list[str], args: list[Any]):
+        if self.pipe is not None:
+            return self.pipe.eval_script(script, keys, args)
+        return script(keys=keys, args=args)
 
     def _went_down(self, exc: BaseException) -> None:
         if not self._down:
@@ -488,7 +512,7 @@ class RedisStore(Store):
         if not self.degraded:
             try:
                 raw = await self._call(
-                    "load", self._load, keys=[visitor_key(vid), session_key(vid, sid)]
+                    "load", self._script, self._load, [visitor_key(vid), session_key(vid, sid)], []
                 )
             except _Down:
                 pass
@@ -537,9 +561,10 @@ class RedisStore(Store):
             try:
                 res = await self._call(
                     "commit",
+                    self._script,
                     self._commit,
-                    keys=self._keys(vid, sid),
-                    args=[
+                    self._keys(vid, sid),
+                    [
                         snapshot.version[0],
                         snapshot.version[1],
                         vjson,
@@ -850,4 +875,6 @@ class RedisStore(Store):
                 except (asyncio.CancelledError, Exception):  # noqa: BLE001
                     pass
         self._forward_wakeup.set()
+        if self.pipe is not None:
+            await self.pipe.close()
         await self.client.aclose()
