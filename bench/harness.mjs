@@ -332,27 +332,42 @@ async function redisRows() {
   return rows;
 }
 
+// Event-to-pixel runs Chromium twice: free to use both cores (the figure the goal is judged on: a
+// visitor's browser has cores of its own, and Chromium is several processes, browser, renderer
+// and network service, that pass every WebSocket message between them), and all of it pinned to
+// the client's core (reported next to it: what one core left to the browser costs).
 async function pixelRows() {
   if (!microadjustHelp()) return [{ server: "microadjust", scenario: "pixel", skipped: "microadjust is not runnable yet" }];
-  const port = await freePort();
-  const server = start("microadjust-pixel", SERVERS.microadjust.cmd(port));
-  try {
-    if (!(await waitPort(port, 30000))) return [{ server: "microadjust", scenario: "pixel", error: "server did not listen" }];
-    const child = spawn("taskset", ["-c", CLIENT_CPU, "node", path.join(BENCH, "pixel.mjs"), "--base", `http://127.0.0.1:${port}`,
-      "--hovers", String(SIZE.hovers)], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d) => { out += d; });
-    child.stderr.on("data", (d) => { err += d; });
-    const code = await new Promise((resolve) => child.once("exit", resolve));
-    const line = out.split("\n").find((l) => l.startsWith("RESULT "));
-    if (!line) return [{ server: "microadjust", scenario: "pixel", error: `pixel.mjs exited ${code}: ${err.trim().split("\n").slice(-3).join(" | ")}` }];
-    const r = JSON.parse(line.slice(7));
-    return [{ server: "microadjust", scenario: "pixel", ...r }];
-  } finally {
-    await stop(server);
-    fs.rmSync(path.join(RESULTS, "scratch", String(port)), { recursive: true, force: true });
+  const rows = [];
+  for (const pinned of [false, true]) {
+    const port = await freePort();
+    const server = start("microadjust-pixel", SERVERS.microadjust.cmd(port));
+    try {
+      if (!(await waitPort(port, 30000))) {
+        rows.push({ server: "microadjust", scenario: "pixel", pinned, error: "server did not listen" });
+        continue;
+      }
+      log(`microadjust pixel (Chromium ${pinned ? `pinned to core ${CLIENT_CPU}` : "on all cores"}) ...`);
+      const cmd = ["node", path.join(BENCH, "pixel.mjs"), "--base", `http://127.0.0.1:${port}`, "--hovers", String(SIZE.hovers)];
+      const child = pinned ? spawn("taskset", ["-c", CLIENT_CPU, ...cmd], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
+        : spawn(cmd[0], cmd.slice(1), { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      child.stdout.on("data", (d) => { out += d; });
+      child.stderr.on("data", (d) => { err += d; });
+      const code = await new Promise((resolve) => child.once("exit", resolve));
+      const line = out.split("\n").find((l) => l.startsWith("RESULT "));
+      if (!line) {
+        rows.push({ server: "microadjust", scenario: "pixel", pinned, error: `pixel.mjs exited ${code}: ${err.trim().split("\n").slice(-3).join(" | ")}` });
+        continue;
+      }
+      rows.push({ server: "microadjust", scenario: "pixel", pinned, ...JSON.parse(line.slice(7)) });
+    } finally {
+      await stop(server);
+      fs.rmSync(path.join(RESULTS, "scratch", String(port)), { recursive: true, force: true });
+    }
   }
+  return rows;
 }
 
 function median(list, scenario) {
@@ -395,8 +410,10 @@ function table(rows) {
       `${fmt(i?.idle_kb_per_conn)} | ${fmt(i?.viewed_kb_per_conn)} |`);
   }
   const notes = rows.filter((r) => r.error || r.skipped).map((r) => `- ${r.server} ${r.scenario}${r.redis ? " (redis)" : ""}: ${r.error ? `ERROR ${r.error}` : `skipped: ${r.skipped}`}`);
-  const px = rows.find((r) => r.scenario === "pixel" && !r.error && !r.skipped);
-  if (px) lines.push("", `event-to-pixel (Chromium, ${px.samples} patches over ${px.hovers} hovers): p50 ${fmt(px.p50, 1)} ms, p99 ${fmt(px.p99, 1)} ms, max ${fmt(px.max, 1)} ms`);
+  for (const px of rows.filter((r) => r.scenario === "pixel" && !r.error && !r.skipped)) {
+    lines.push("", `event-to-pixel (Chromium ${px.pinned ? `pinned to core ${CLIENT_CPU}` : "on all cores"}, ${px.samples} patches over ${px.hovers} hovers): ` +
+      `p50 ${fmt(px.p50, 1)} ms, p90 ${fmt(px.p90, 1)} ms, p99 ${fmt(px.p99, 1)} ms, max ${fmt(px.max, 1)} ms`);
+  }
   const errs = rows.filter((r) => r.errors && Object.keys(r.errors).length).map((r) => `- ${r.server} ${r.scenario}: server errors ${JSON.stringify(r.errors)}`);
   const drops = rows.filter((r) => (r.connectFailed || r.closedEarly) ).map((r) => `- ${r.server} ${r.scenario}: ${r.connectFailed} failed to connect, ${r.closedEarly} closed early ${JSON.stringify(r.closeCodes)}`);
   return [...lines, "", `CPU columns: throughput / latency scenario. "(contended)": other processes took > ${CONTENDED_PCT}% of a core during that run even after ${RETRY_CONTENDED} retries (per-core figures in the JSON).`, ...notes, ...errs, ...drops].join("\n");
@@ -416,8 +433,8 @@ function goals(rows) {
   out.push(`- p99 <= 1.5x floor p99: ${verdict(p99Ok)}`);
   out.push(`- p99.9 <= 15 ms: ${verdict(m.l ? pv(m.l, "p999") <= 15 : null)}`);
   out.push(`- idle <= 12 KB/connection: ${verdict(m.i?.idle_kb_per_conn !== undefined ? m.i.idle_kb_per_conn <= 12 : null)}`);
-  const px = rows.find((r) => r.scenario === "pixel" && !r.error && !r.skipped);
-  out.push(`- event-to-pixel p99 <= 20 ms: ${verdict(px ? px.p99 <= 20 : null)}`);
+  const px = rows.find((r) => r.scenario === "pixel" && !r.pinned && !r.error && !r.skipped);
+  out.push(`- event-to-pixel p99 <= 20 ms (Chromium on all cores): ${verdict(px ? px.p99 <= 20 : null)}`);
   // Issue 5: Redis mode vs the embedded mode, same run, same core (Redis pinned with the server).
   const rt = rows.find((r) => r.server === "microadjust" && r.scenario === "throughput" && r.redis && !r.error && !r.skipped);
   if (rt?.pairs?.length) {

@@ -1,6 +1,7 @@
 // The default bundle's stand-in for the patcher. The patcher itself (patcher/, built as
-// microadjust-patcher.js next to the tracker) is only fetched when a page gets its first patch:
-// most pages never do, and they never download it (docs/TRACKER.md "Size budget").
+// microadjust-patcher.js next to the tracker) is not in the bundle (docs/TRACKER.md "Size
+// budget"): it is fetched in a task of its own right after the server's `welcome` (`warm`), or
+// with the first patch if that comes sooner. A page without consent (no socket) never loads it.
 //
 // Until the chunk is there this keeps the subscribe() registry and a queue of the patch and
 // revert messages, in order; once it has loaded, it creates the patcher, registers the
@@ -41,6 +42,8 @@ export function lazyPatcher(load, options) {
         ));
 
   return {
+    /** Fetch the chunk now, ahead of any patch (a failure is retried by the next patch). */
+    warm: fetchChunk,
     /** A patch message ({t: "patch", pseq, patch, causeAt}); the tracker's own copy. */
     apply(msg) {
       if (patcher) return patcher.apply(msg);

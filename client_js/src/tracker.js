@@ -114,6 +114,8 @@ export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microa
           // reconnect); missed messages follow. An incomplete resume means the patches applied
           // before may be stale: revert them, the server sends what holds now.
           save(SESSION, K_PSEQ, (r.pseq = msg.pseq | 0));
+          // The patcher chunk, off the critical path: a first patch then pays no fetch.
+          setTimeout(patcher.warm);
           if (msg.resume && !msg.resume.complete) patcher.revertAll();
         } else if (msg.t === "patch") patcher.apply({ ...msg, causeAt: causes.get(msg.patch && msg.patch.cause) });
         else if (msg.t === "revert") patcher.revert(msg.id);

@@ -1,5 +1,6 @@
 // Specification of the default bundle's stand-in for the patcher (client_js/src/lazy.js): the
-// patcher chunk is imported on a page's first patch only, the patch and revert messages that
+// patcher chunk is imported by `warm()` (the tracker calls it after `welcome`) or on a page's
+// first patch, whichever comes first, and once; the patch and revert messages that
 // arrive meanwhile are applied in order once it is there, subscribers registered before it
 // still get their patches, and a chunk that cannot load fails the queued patches with reason
 // `patcher_unavailable` (PROTOCOL §5.2) while the next patch tries again.
@@ -127,4 +128,31 @@ test("revertAll (consent revoked) while the chunk loads drops the queued patches
   await new Promise((r) => setTimeout(r, 60));
   assert.deepEqual(page.reports, []);
   assert.equal(page.$("[data-ma-item=p1]").className, "");
+});
+
+test("warm() imports the chunk before any patch, once; a later patch needs no second import", async () => {
+  const page = setup();
+  page.patcher.warm();
+  page.patcher.warm();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(page.loads.length, 1);
+  assert.deepEqual(page.reports, []); // nothing to report: no patch yet
+  page.patcher.apply(msg(patch({ item: "p1" }, [{ op: "addClass", class: "warm" }]), 1));
+  await page.until(() => page.reports.length == 1);
+  assert.equal(page.loads.length, 1);
+  assert.equal(page.reports[0].status, "applied");
+  assert.ok(page.$("[data-ma-item=p1]").classList.contains("warm"));
+});
+
+test("a warm() that fails reports nothing; the first patch tries the import again", async () => {
+  let fail = true;
+  const page = setup(() => (fail ? Promise.reject(new Error("offline")) : chunk()));
+  page.patcher.warm();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(page.reports, []);
+  fail = false;
+  page.patcher.apply(msg(patch({ item: "p2" }, [{ op: "addClass", class: "again" }]), 1));
+  await page.until(() => page.reports.length == 1);
+  assert.equal(page.loads.length, 2);
+  assert.equal(page.reports[0].status, "applied");
 });

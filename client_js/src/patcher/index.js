@@ -4,7 +4,8 @@
 // - Every patch is checked against the closed vocabulary first (vocabulary.js); anything else
 //   is `refused`, never partly applied.
 // - All DOM writes requested during a tick run in ONE requestAnimationFrame; `ms` is measured
-//   from the causing event (or receipt) to the next frame, i.e. after the write was painted.
+//   from the causing event (or receipt) to a task queued from that frame's callback, which runs
+//   once the frame's rendering (style, layout, paint) is done: after the write was painted.
 // - Each applied patch keeps an undo record per (element, op), so revert puts back exactly what
 //   was there; a patch id is idempotent, and new content under a known id replaces the old.
 // - A MutationObserver notices when the page (a React/Vue re-render) undoes an effect and
@@ -60,7 +61,7 @@ export function createPatcher({ report, root = document, win = window, now = () 
     frame = frame || win.requestAnimationFrame(flush);
   }
 
-  // The one frame in which every pending write happens; reports wait for the frame after it.
+  // The one frame in which every pending write happens; reports wait until it is painted.
   function flush() {
     const run = jobs;
     const painted = [];
@@ -70,7 +71,7 @@ export function createPatcher({ report, root = document, win = window, now = () 
     run.forEach((job) => job(painted));
     observer.takeRecords(); // our own writes: not the page undoing us
     [...live.values()].some((r) => r.on) ? observer.observe(root, OBSERVE) : observer.disconnect();
-    if (painted.length) win.requestAnimationFrame(() => painted.forEach((p) => send(...p)));
+    if (painted.length) win.setTimeout(() => painted.forEach((p) => send(...p)));
   }
 
   // Makes sure every (element, op) pair of the patch has its effect; throws why not.
