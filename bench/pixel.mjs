@@ -32,6 +32,7 @@ const browser = await chromium.launch({
 });
 
 const samples = [];
+const byVisit = []; // hover-emphasis ms per browser context, in order
 const others = [];
 const statuses = {};
 let attempted = 0;
@@ -64,7 +65,10 @@ try {
       }
       await page.mouse.move(2, 2); // leave the item (the tracker sends hover end)
     }
+    const visit = [];
+    byVisit.push(visit);
     for (const p of await page.evaluate(() => window.__maPatches)) {
+      if (p.status === "applied" && p.id.startsWith("hover-emphasis:")) visit.push(p.ms);
       statuses[p.status] = (statuses[p.status] ?? 0) + 1;
       if (p.status === "applied" && typeof p.ms === "number") {
         // The hover patches are the measurement; others (e.g. a reorder caused by a dwell that
@@ -88,5 +92,6 @@ const hover = summary(samples);
 console.log(`RESULT ${JSON.stringify({
   hovers: attempted, samples: hover.n, missed, statuses, ...hover, other_patches: summary(others),
   ms: [...samples].sort((a, b) => a - b),
+  by_visit: byVisit,
   note: "ms as reported by the page for hover-emphasis patches: causing event -> after the frame that wrote the patch was painted (PROTOCOL §5.2)",
 })}`);

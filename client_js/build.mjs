@@ -96,7 +96,7 @@ if (!custom) {
   const chunks = {};
   for (const name of Object.keys(CHUNKS)) {
     chunks[name] = size(join(DIST, name)).gzip;
-    show(`client_js/dist/${name} (lazy chunk, fetched with a page's first patch; not in the budget)`, size(join(DIST, name)));
+    show(`client_js/dist/${name} (patcher chunk, fetched after the socket's welcome; not in the budget)`, size(join(DIST, name)));
   }
   mkdirSync(STATIC, { recursive: true });
   copyFileSync(iife, join(STATIC, "microadjust.js"));

@@ -1,6 +1,6 @@
 // The tracker: reads the script tag (config.js), asks consent (consent.js), then starts the
 // signals (signals/*.js), the batcher and the stream (transport.js), hands the server's patches to
-// the patcher (patcher/, fetched with the first patch of a page: lazy.js) and builds the
+// the patcher (patcher/, fetched right after the socket's welcome: lazy.js) and builds the
 // `window.microadjust` API (docs/TRACKER.md "API"). Nothing is recorded, stored or sent before
 // consent is granted (PROTOCOL §8).
 //
