@@ -30,8 +30,11 @@ const frames = [];
 const beacons = [];
 test.beforeAll(async () => {
   const js = readFileSync(join(ROOT, "client_js", "dist", "microadjust.full.min.js"));
+  // The patcher chunk sits next to the tracker; the tracker fetches it right after `welcome`.
+  const chunk = readFileSync(join(ROOT, "client_js", "dist", "microadjust-patcher.js"));
   srv = http.createServer((q, r) => {
     if (q.url === "/microadjust.js") return r.writeHead(200, { "content-type": "text/javascript" }).end(js);
+    if (q.url === "/microadjust-patcher.js") return r.writeHead(200, { "content-type": "text/javascript" }).end(chunk);
     if (q.url === "/page.css") return r.writeHead(200, { "content-type": "text/css" }).end(".product{display:block;height:300px}");
     if (q.url === "/v1/events") {
       let b = "";
