@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any
 
 import hiredis
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -119,8 +120,14 @@ class AutoPipeline:
             setup.append(self._send(auth))
         if self.db:
             setup.append(self._send(("SELECT", self.db)))
-        for fut in setup:
-            await fut
+        try:
+            for fut in setup:
+                await fut
+        except ResponseError as exc:
+            # A wrong password or db reads as an unusable Redis, as in redis-py (its
+            # AuthenticationError is a ConnectionError): the store degrades and /readyz is red.
+            self._drop(AuthenticationError(f"redis refused the connection set-up: {exc}"))
+            raise AuthenticationError(f"redis refused the connection set-up: {exc}") from exc
         return proto
 
     async def _ensure(self) -> None:

@@ -73,8 +73,10 @@ async def test_db_and_password_from_the_url_are_applied(redis_server):
         await pipe.execute("SET", "where", "db3")
         assert await store_client.get("where") == "db3"  # redis-py on the same db sees it
         wrong = AutoPipeline(port=server.port, password="nope")
-        with pytest.raises(ResponseError):
-            await wrong.execute("PING")
+        for _ in range(2):  # every attempt authenticates again; none runs unauthenticated
+            with pytest.raises(RedisConnectionError, match="set-up"):
+                await wrong.execute("PING")
+            assert wrong._proto is None
         await pipe.close()
         await wrong.close()
         await store_client.aclose()
