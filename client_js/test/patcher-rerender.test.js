@@ -14,7 +14,8 @@ function setup(html, options = {}) {
   const patcher = createPatcher({ report: (r) => reports.push(r), root: win.document, win, loadExtra: async () => extra, ...options });
   const frames = (n = 3) =>
     new Promise((resolve) => {
-      const step = () => (--n ? win.requestAnimationFrame(step) : resolve());
+      // one frame more and a task: reports leave in a task queued by the frame that wrote
+      const step = () => (n-- ? win.requestAnimationFrame(step) : win.setTimeout(resolve));
       win.requestAnimationFrame(step);
     });
   return { win, doc: win.document, patcher, reports, frames, $: (s) => win.document.querySelector(s) };

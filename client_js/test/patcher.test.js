@@ -32,12 +32,19 @@ function setup(html = PAGE, options = {}) {
   const { window: win } = new JSDOM(`<!doctype html><html><head></head><body>${html}</body></html>`, { pretendToBeVisual: true });
   const reports = [];
   const patcher = createPatcher({ report: (r) => reports.push(r), root: win.document, win, now: () => win.performance.now(), loadExtra, ...options });
+  // Reports are sent from a task queued by the frame that wrote (after its paint): wait n frames,
+  // then one more and a task, so a write in frame n has been reported too.
   const frames = (n = 2) =>
     new Promise((resolve) => {
-      const step = () => (--n ? win.requestAnimationFrame(step) : resolve());
+      const step = () => (n-- ? win.requestAnimationFrame(step) : win.setTimeout(resolve));
       win.requestAnimationFrame(step);
     });
-  return { win, doc: win.document, patcher, reports, frames, $: (s) => win.document.querySelector(s), body: () => win.document.body.innerHTML };
+  // For patches whose ops live in the extra chunk: its first import may take several frames.
+  const until = async (cond, ms = 2000) => {
+    for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await frames(1);
+    assert.ok(cond(), "condition not reached");
+  };
+  return { win, doc: win.document, patcher, reports, frames, until, $: (s) => win.document.querySelector(s), body: () => win.document.body.innerHTML };
 }
 
 let seq = 0;
@@ -106,7 +113,7 @@ test("toast and slide-in are polite live regions with a dismiss button; revert l
   const slide = patch({ slot: "nowhere" }, [{ op: "notify", kind: "slidein", title: "Still thinking?", text: "Your cart is saved." }]);
   page.patcher.apply({ pseq: 1, patch: toast });
   page.patcher.apply({ pseq: 2, patch: slide });
-  await page.frames();
+  await page.until(() => page.reports.length >= 2);
   const region = page.$("body > .ma-r");
   assert.equal(region.getAttribute("role"), "status");
   assert.equal(region.getAttribute("aria-live"), "polite");
