@@ -225,7 +225,7 @@ class Connection:
         self.bad = 0
         self.tokens = float(limits.rate_burst)
         self.refill_at = time.monotonic()
-        self.strikes: deque[float] = deque()
+        self.strikes: deque[float] | None = None  # made at the first strike (most sockets have none)
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=limits.write_queue)
         self.writer: asyncio.Task | None = None
 
@@ -302,6 +302,8 @@ class Connection:
     def flooding(self) -> bool:
         """A strike per rate-limited message; too many within the window means 4004 (§7)."""
         now = time.monotonic()
+        if self.strikes is None:
+            self.strikes = deque()
         self.strikes.append(now)
         while self.strikes and now - self.strikes[0] > self.limits.flood_window_s:
             self.strikes.popleft()
@@ -433,7 +435,10 @@ class Gateway:
 
     async def _receive(self, conn: Connection, timeout: float) -> Any:
         """The next frame, decoded; None after a close it already sent. Raises TimeoutError."""
-        message = await asyncio.wait_for(conn.ws.receive(), timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every receive in a task of
+        # its own (CPU per frame, and memory per idle socket: docs/PERFORMANCE.md).
+        async with asyncio.timeout(timeout):
+            message = await conn.ws.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         text = message.get("text")
@@ -509,6 +514,9 @@ class Gateway:
         metrics.CONNECTIONS.inc()
         if self.bus is not None:
             await self.bus.join(conn.vid)
+        # This frame lives as long as the socket: drop the hello, the snapshot and the welcome
+        # (about 2 KB per idle socket, bench/experiments/conn_memory.py).
+        text = obj = hello = snap = welcome = missed = resume = None
         await self._open(conn)
 
     async def _resume(self, conn: Connection, last_pseq: int, current: int) -> Resume:
