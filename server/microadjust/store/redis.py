@@ -82,6 +82,9 @@ MAX_CONNECTIONS = 64
 MAX_CLUSTER_CONNECTIONS = 10_000
 
 
+_RTT: dict[str, Any] = {}  # op -> metrics.REDIS_RTT_SECONDS.labels(op)
+
+
 class StoreUnavailable(Exception):
     """Redis is unreachable and the write buffer is full: the batch was not stored.
 
@@ -216,10 +219,11 @@ redis.call('SADD', KEYS[3], ARGV[8])
 local pending = 0
 if #ARGV > 10 then
   if ARGV[9] == '1' then
+    local ids = {}
     for i = 11, #ARGV do
-      local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'e', ARGV[i])
-      redis.call('RPUSH', KEYS[4], id)
+      ids[#ids + 1] = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'e', ARGV[i])
     end
+    redis.call('RPUSH', KEYS[4], unpack(ids))
   else
     pending = redis.call('RPUSH', KEYS[5], unpack(ARGV, 11))
     redis.call('PEXPIRE', KEYS[5], ttl)
@@ -458,7 +462,10 @@ class RedisStore(Store):
             metrics.REDIS_ERRORS.labels(op).inc()
             self._went_down(exc)
             raise _Down(str(exc)) from exc
-        metrics.REDIS_RTT_SECONDS.labels(op).observe(time.perf_counter() - started)
+        rtt = _RTT.get(op)
+        if rtt is None:  # the labelled child, looked up once per op (labels() costs a lock)
+            rtt = _RTT[op] = metrics.REDIS_RTT_SECONDS.labels(op)
+        rtt.observe(time.perf_counter() - started)
         return result
 
     def _script(self, script, keys: list[str], args: list[Any]):
