@@ -22,7 +22,6 @@ of `timeout`) instead of a timer per command.
 from __future__ import annotations
 
 import asyncio
-import ssl as ssl_module
 from collections import deque
 from typing import Any
 
@@ -60,12 +59,10 @@ class AutoPipeline:
         db: int = 0,
         username: str | None = None,
         password: str | None = None,
-        ssl: ssl_module.SSLContext | None = None,
         timeout: float = 1.0,
     ) -> None:
         self.host, self.port, self.path = host, port, path
         self.db, self.username, self.password = db, username, password
-        self.ssl = ssl
         self.timeout = timeout
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
@@ -107,9 +104,7 @@ class AutoPipeline:
         if self.path:
             _, proto = await loop.create_unix_connection(lambda: _Protocol(self), self.path)
         else:
-            _, proto = await loop.create_connection(
-                lambda: _Protocol(self), self.host, self.port, ssl=self.ssl
-            )
+            _, proto = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
         self._reader = hiredis.Reader(encoding="utf-8")
         self._proto = proto
         self._watchdog = loop.call_later(self.timeout / 4, self._watch, proto)
