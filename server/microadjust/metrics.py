@@ -15,6 +15,7 @@ Label values are closed sets (event kinds, reject reasons, Redis operations): an
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -74,6 +75,18 @@ REDIS_RTT_SECONDS = Histogram(
     ["op"],
     buckets=_REDIS_BUCKETS,
 )
+
+
+_rtt_children: dict[str, Any] = {}
+
+
+def redis_rtt(op: str):
+    """`REDIS_RTT_SECONDS.labels(op)`, looked up once per op: `labels()` takes a lock and checks
+    the label values on every call, and the store observes a round trip per batch."""
+    child = _rtt_children.get(op)
+    if child is None:
+        child = _rtt_children[op] = REDIS_RTT_SECONDS.labels(op)
+    return child
 REDIS_ERRORS = Counter(
     "microadjust_redis_errors",
     "Redis operations that failed (connection lost, timeout), by operation.",

@@ -43,7 +43,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from . import metrics
 from .outbox import Resume, resume_from
-from .redis_pipe import AutoPipeline
+from .redis_pipe import AutoPipeline, run_script
 from .store.redis import (
     REDIS_DOWN_ERRORS,
     check_id,
@@ -275,7 +275,7 @@ class RedisBus:
             metrics.REDIS_ERRORS.labels("presence").inc()
             log.warning("presence update failed: %s", exc)
             return []
-        metrics.REDIS_RTT_SECONDS.labels("presence").observe(time.perf_counter() - started)
+        metrics.redis_rtt("presence").observe(time.perf_counter() - started)
         for vid, others in zip(vids, replies):
             if others:
                 self._note_shared(vid)
@@ -312,7 +312,7 @@ class RedisBus:
                 [int(time.time() * 1000), self.outbox_size, self.outbox_ttl_ms,
                  self.process_id, *raw],
             )
-            metrics.REDIS_RTT_SECONDS.labels("publish").observe(time.perf_counter() - started)
+            metrics.redis_rtt("publish").observe(time.perf_counter() - started)
             if pids and messages:
                 await self._send(pids, {"k": "msgs", "vid": vid, "sid": sid, "msgs": messages})
         except REDIS_DOWN_ERRORS as exc:
@@ -342,9 +342,7 @@ class RedisBus:
         return len(pids)
 
     def _run_publish(self, keys: list[str], args: list[Any]):
-        if self.pipe is not None:
-            return self.pipe.eval_script(self._publish, keys, args)
-        return self._publish(keys=keys, args=args)
+        return run_script(self.pipe, self._publish, keys, args)
 
     async def _send(self, pids: list[str], payload: dict[str, Any]) -> None:
         body = ujson.dumps(payload, ensure_ascii=False)
@@ -374,7 +372,7 @@ class RedisBus:
             metrics.REDIS_ERRORS.labels("resume").inc()
             log.warning("resume unavailable: %s", exc)
             return Resume(messages=[], complete=False, pseq=max(last_pseq, current))
-        metrics.REDIS_RTT_SECONDS.labels("resume").observe(time.perf_counter() - started)
+        metrics.redis_rtt("resume").observe(time.perf_counter() - started)
         return resume_from((ujson.loads(item) for item in raw), last_pseq, max(int(stored), current))
 
     # ------------------------------------------------------------------ config documents

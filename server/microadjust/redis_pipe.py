@@ -136,7 +136,7 @@ class AutoPipeline:
         try:
             async with asyncio.timeout(self.timeout):
                 await asyncio.shield(connecting)
-        except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # asyncio.TimeoutError is TimeoutError (3.11+)
             if self._connecting is connecting:
                 self._connecting = None
                 if not connecting.done():
@@ -197,7 +197,7 @@ class AutoPipeline:
         for fut in pending:
             if not fut.done():
                 fut.set_exception(error)
-                fut.exception()  # retrieved: a caller that timed out does not log it again
+                fut.exception()  # retrieved: a caller that was cancelled meanwhile logs nothing
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
 
@@ -242,3 +242,11 @@ class AutoPipeline:
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
         self._drop(RedisConnectionError("connection closed"))
+
+
+def run_script(pipe: AutoPipeline | None, script: Any, keys: list[str], args: list[Any]):
+    """Run a redis-py `Script` on `pipe` when there is one, else through redis-py (a cluster or
+    TLS): the one dispatch the store and the bus share for their per-batch scripts."""
+    if pipe is not None:
+        return pipe.eval_script(script, keys, args)
+    return script(keys=keys, args=args)

@@ -53,7 +53,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import jsonfast, metrics
-from ..redis_pipe import AutoPipeline
+from ..redis_pipe import AutoPipeline, run_script
 from . import SessionSnapshot, Store
 
 log = logging.getLogger("microadjust.store.redis")
@@ -80,9 +80,6 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # above any realistic number of sockets' batches in flight at once.
 MAX_CONNECTIONS = 64
 MAX_CLUSTER_CONNECTIONS = 10_000
-
-
-_RTT: dict[str, Any] = {}  # op -> metrics.REDIS_RTT_SECONDS.labels(op)
 
 
 class StoreUnavailable(Exception):
@@ -462,16 +459,11 @@ class RedisStore(Store):
             metrics.REDIS_ERRORS.labels(op).inc()
             self._went_down(exc)
             raise _Down(str(exc)) from exc
-        rtt = _RTT.get(op)
-        if rtt is None:  # the labelled child, looked up once per op (labels() costs a lock)
-            rtt = _RTT[op] = metrics.REDIS_RTT_SECONDS.labels(op)
-        rtt.observe(time.perf_counter() - started)
+        metrics.redis_rtt(op).observe(time.perf_counter() - started)
         return result
 
     def _script(self, script, keys: list[str], args: list[Any]):
-        if self.pipe is not None:
-            return self.pipe.eval_script(script, keys, args)
-        return script(keys=keys, args=args)
+        return run_script(self.pipe, script, keys, args)
 
     def _went_down(self, exc: BaseException) -> None:
         if not self._down:
