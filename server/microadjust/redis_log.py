@@ -1,12 +1,15 @@
 """Event and exposure log on Redis Streams: bounded, readable by consumer groups.
 
 Accepted events reach the stream `ma:events` through the store's commit (`store/redis.py`:
-atomically with the ack on one Redis, via a per-visitor pending list on a cluster). Exposures
-(an experiment variant shown, or counterfactually not shown, to a visitor) are appended here.
-Each entry has one field `e`: the JSON record, the same record the embedded mode writes as a
-JSON line, so the training and statistics jobs read either source the same way.
+atomically with the ack on one Redis, via a per-visitor pending list on a cluster), one entry
+per accepted batch: field `b`, `{"vid", "sid", "at", "ev": [event, ...]}`. Exposures (an
+experiment variant shown, or counterfactually not shown, to a visitor) are appended here one
+per entry, field `e`: the JSON record. The readers below hand out per-event records, the same
+records the embedded mode writes as JSON lines, so the training and statistics jobs read either
+source the same way: `[(entry id, record)]`, where the records of one batch share their entry's
+id (ack the id once, after the last of them).
 
-Both streams are capped with `MAXLEN ~ N` (approximate trimming is O(1) amortised; exact trimming
+Both streams are capped with `MAXLEN ~ N` entries (batches, for the event stream) (approximate trimming is O(1) amortised; exact trimming
 would cost a node walk on every add). Consumers use a consumer group: each entry is delivered to
 one consumer of the group and stays pending until acked, so a job that crashes re-reads what it
 had not finished (`claim_stale`). Delivery is at least once; records carry `(sid, seq)` for
@@ -20,7 +23,7 @@ from typing import Any
 import ujson
 from redis.exceptions import ResponseError
 
-from .store.redis import EVENT_STREAM, connect
+from .store.redis import EVENT_STREAM, connect, entry_records
 
 EXPOSURE_STREAM = "ma:exposures"
 
@@ -76,7 +79,7 @@ class RedisEventLog:
         count: int = 100,
         block_ms: int | None = 1000,
     ) -> list[tuple[str, dict[str, Any]]]:
-        """Up to `count` new records for this consumer: [(stream id, record)].
+        """The records of up to `count` new entries for this consumer: [(stream id, record)].
 
         A Redis that restarted without persistence has lost the group; it is recreated (from the
         start of whatever the stream now holds) instead of failing the job.
@@ -96,6 +99,8 @@ class RedisEventLog:
         return _records(reply)
 
     async def ack(self, group: str, ids: list[str], stream: str | None = None) -> int:
+        """Acknowledge entries; ids may repeat (the records of one batch share their id)."""
+        ids = list(dict.fromkeys(ids))
         if not ids:
             return 0
         return await self.client.xack(stream or self.events_stream, group, *ids)
@@ -107,15 +112,16 @@ class RedisEventLog:
         """Take over entries another consumer read but did not ack within `min_idle_ms`."""
         stream = stream or self.events_stream
         reply = await self.client.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=count)
-        return [(i, ujson.loads(f["e"])) for i, f in reply[1] if f]
+        return [(i, r) for i, f in reply[1] if f for r in entry_records(f)]
 
     async def length(self, stream: str | None = None) -> int:
+        """Entries in the stream: batches for the event stream, records for exposures."""
         return await self.client.xlen(stream or self.events_stream)
 
     async def read_all(self, stream: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Every record the stream holds (for small streams: tests, exports, debugging)."""
         entries = await self.client.xrange(stream or self.events_stream, "-", "+")
-        return [(i, ujson.loads(f["e"])) for i, f in entries]
+        return [(i, r) for i, f in entries for r in entry_records(f)]
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -127,5 +133,5 @@ def _records(reply) -> list[tuple[str, dict[str, Any]]]:
     for _stream, entries in reply or []:
         for entry_id, fields in entries:
             if fields:  # a deleted (erased) entry still pending in the group has no fields
-                out.append((entry_id, ujson.loads(fields["e"])))
+                out.extend((entry_id, r) for r in entry_records(fields))
     return out

@@ -180,6 +180,84 @@ async def test_every_key_of_a_visitor_shares_one_cluster_slot_and_expires_after_
     await store.close()
 
 
+async def test_a_batch_is_one_stream_entry_whose_records_share_its_id(redis_url):
+    store = RedisStore(redis_url, clock=lambda: 1_800_000_000.0)
+    snap = await store.load(VID, SID)
+    await store.commit(VID, SID, snap, {"v": {}, "s": {}}, 4, 0, events(1, 4))
+    snap = await store.load(VID, SID)
+    await store.commit(VID, SID, snap, {"v": {}, "s": {}}, 6, 0, events(5, 2))
+    await wait_for(lambda: _n_records(redis_url, 6))
+    log = RedisEventLog(redis_url)
+    assert await log.length() == 2  # entries: one per batch
+    await log.ensure_group("jobs")
+    got = await log.read_group("jobs", "c1", count=10, block_ms=None)
+    assert [r["seq"] for _, r in got] == [1, 2, 3, 4, 5, 6]
+    ids = [i for i, _ in got]
+    assert len(set(ids)) == 2 and ids[0] == ids[3] and ids[4] == ids[5] and ids[0] != ids[4]
+    assert await log.ack("jobs", ids) == 2  # repeated ids are acked once
+    assert await log.read_group("jobs", "c1", block_ms=None) == []
+    # An entry read but not acked is claimed whole by another consumer.
+    snap = await store.load(VID, SID)
+    await store.commit(VID, SID, snap, {"v": {}, "s": {}}, 9, 0, events(7, 3))
+    await wait_for(lambda: _n_records(redis_url, 9))
+    assert len(await log.read_group("jobs", "c1", block_ms=None)) == 3
+    claimed = await log.claim_stale("jobs", "c2", min_idle_ms=0)
+    assert [r["seq"] for _, r in claimed] == [7, 8, 9]
+    await log.close()
+    await store.close()
+
+
+async def test_ttls_are_set_on_creation_and_refreshed_when_due_not_on_every_batch(redis_url):
+    store = RedisStore(redis_url, retention_s=100)  # refresh due every second
+    assert store.refresh_s == 1.0
+    client = connect(redis_url)
+    snap = await store.load(VID, SID)
+    await store.commit(VID, SID, snap, {"v": {}, "s": {}}, 0, 0, [])  # no events: no index yet
+    first = await client.pttl(session_key(VID, SID))
+    assert 99_000 < first <= 100_000
+    await asyncio.sleep(0.3)
+    snap = await store.load(VID, SID)
+    await store.commit(VID, SID, snap, {"v": {}, "s": {}}, 2, 0, events(1, 2))
+    if store.cluster:
+        await wait_for(lambda: _n_records(redis_url, 2))
+    # Not due: the session's TTL ran on; the event index, created now, got its TTL anyway.
+    assert await client.pttl(session_key(VID, SID)) < first - 200
+    assert 99_000 < await client.pttl(event_index_key(VID)) <= 100_000
+    # A second tab's first batch creates its session key and joins the session set.
+    other = "s_session02"
+    snap = await store.load(VID, other)
+    await store.commit(VID, other, snap, {"v": {}, "s": {}}, 0, 0, [])
+    assert 99_000 < await client.pttl(session_key(VID, other)) <= 100_000
+    assert await client.smembers(sessions_key(VID)) == {SID, other}
+    await asyncio.sleep(0.8)
+    snap = await store.load(VID, SID)
+    await store.commit(VID, SID, snap, {"v": {}, "s": {}}, 3, 0, events(3, 1))
+    for key in (visitor_key(VID), session_key(VID, SID), sessions_key(VID), event_index_key(VID)):
+        assert 99_000 < await client.pttl(key) <= 100_000, key  # due again: all refreshed
+    await client.aclose()
+    await store.close()
+
+
+async def test_an_active_visitor_outlives_the_retention_and_an_idle_one_does_not(redis_url):
+    store = RedisStore(redis_url, retention_s=1)
+    client = connect(redis_url)
+    keys = [visitor_key(VID), session_key(VID, SID), sessions_key(VID), event_index_key(VID)]
+    seq = 0
+    started = asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - started < 1.6:
+        snap = await store.load(VID, SID)
+        seq += 1
+        await store.commit(VID, SID, snap, {"v": {"n": seq}, "s": {}}, seq, 0, events(seq, 1))
+        await asyncio.sleep(0.05)
+    if store.cluster:
+        await wait_for(lambda: _n_records(redis_url, seq))
+    assert all([await client.exists(k) for k in keys])
+    await asyncio.sleep(1.2)
+    assert not any([await client.exists(k) for k in keys])
+    await client.aclose()
+    await store.close()
+
+
 async def test_export_returns_everything_and_erasure_removes_it_including_logged_events(redis_url):
     store = RedisStore(redis_url)
     other = "v_someone_else"

@@ -4,17 +4,18 @@ The production `Store` (see `store/__init__.py` for the contract). A session's l
 the state this process last committed for it (see `_own`); one Lua script per batch does
 the compare-and-set on the visitor and session versions and, when they still match, writes both
 profile parts, the session's `ack` and `pseq`, refreshes the inactivity TTLs and records the
-batch's events, atomically and in one round trip. The layout, the scripts and the fault
+batch's events (one stream entry per batch), atomically and in one round trip. TTLs are set when a
+key is created and refreshed when due (`refresh_s`), not on every batch. The layout, the scripts and the fault
 behaviour are documented in `docs/SCALING.md`; the summary:
 
     ma:{vid}:v          hash  p (visitor profile JSON), ver
     ma:{vid}:s:<sid>    hash  p (session profile JSON), ver, ack, pseq
     ma:{vid}:ss         set   the visitor's session ids (export, erasure)
-    ma:{vid}:ev         list  stream ids of the visitor's events (erasure by id)
-    ma:{vid}:pend       list  accepted events not yet in the stream (cluster mode only)
+    ma:{vid}:ev         list  stream ids of the visitor's logged batches (erasure by id)
+    ma:{vid}:pend       list  accepted batches not yet in the stream (cluster mode only)
     ma:{vid}:o:<sid>    list  patch outbox for resume (`redis_bus`)
     ma:{vid}:pr         hash  presence: process id -> expiry ms (`redis_bus`)
-    ma:events           stream  the event log (`redis_log`)
+    ma:events           stream  the event log, one entry per accepted batch (`redis_log`)
 
 Every per-visitor key carries the hash tag `{vid}` so a script's keys share one Redis Cluster
 slot. The event stream is not per visitor, so on a cluster it usually lives in another slot:
@@ -201,8 +202,10 @@ return {v[1], v[2], s[1], s[2], s[3], s[4]}
 # KEYS: 1 visitor, 2 session, 3 sessions set, 4 event index, 5 pending, [6 stream: inline only]
 # ARGV: 1 visitor ver, 2 session ver, 3 visitor JSON, 4 session JSON, 5 ack, 6 pseq, 7 ttl ms,
 #       8 sid, 9 inline ('1': XADD here; '0': append to pending), 10 stream maxlen,
-#       11.. event records (JSON)
+#       11 refresh ('1': the TTLs are due), [12 the batch's log entry (JSON): absent without events]
 # Returns {1, new visitor ver, new session ver, pending length} or {0, visitor ver, session ver}.
+# A key gets its TTL when the script creates it (version 0, first member, first list element) and
+# again whenever the caller says a refresh is due (`RedisStore.refresh_s`), not on every batch.
 COMMIT_LUA = """
 local vver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
 local sver = tonumber(redis.call('HGET', KEYS[2], 'ver') or '0')
@@ -210,26 +213,27 @@ if vver ~= tonumber(ARGV[1]) or sver ~= tonumber(ARGV[2]) then
   return {0, vver, sver}
 end
 local ttl = ARGV[7]
+local refresh = ARGV[11] == '1'
 redis.call('HSET', KEYS[1], 'p', ARGV[3], 'ver', vver + 1)
 redis.call('HSET', KEYS[2], 'p', ARGV[4], 'ver', sver + 1, 'ack', ARGV[5], 'pseq', ARGV[6])
-redis.call('SADD', KEYS[3], ARGV[8])
+if refresh or vver == 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if refresh or sver == 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('SADD', KEYS[3], ARGV[8])
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
 local pending = 0
-if #ARGV > 10 then
+if ARGV[12] then
   if ARGV[9] == '1' then
-    local ids = {}
-    for i = 11, #ARGV do
-      ids[#ids + 1] = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'e', ARGV[i])
-    end
-    redis.call('RPUSH', KEYS[4], unpack(ids))
+    local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'b', ARGV[12])
+    if redis.call('RPUSH', KEYS[4], id) == 1 or refresh then redis.call('PEXPIRE', KEYS[4], ttl) end
   else
-    pending = redis.call('RPUSH', KEYS[5], unpack(ARGV, 11))
+    pending = redis.call('RPUSH', KEYS[5], ARGV[12])
     redis.call('PEXPIRE', KEYS[5], ttl)
   end
+elseif refresh then
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('PEXPIRE', KEYS[4], ttl)
 if pending == 0 and ARGV[9] == '0' then pending = redis.call('LLEN', KEYS[5]) end
 return {1, vver + 1, sver + 1, pending}
 """
@@ -249,7 +253,8 @@ return 1
 
 # KEYS: 1 session, 2 sessions set, 3 event index, 4 pending, [5 stream: inline only]
 # ARGV: 1 base ver, 2 session JSON, 3 ack, 4 pseq, 5 ttl, 6 sid, 7 inline, 8 maxlen,
-#       9.. pairs (seq, record). Events at or below the stored ack are already stored: skipped.
+#       9.. pairs (last seq, batch log entry). A batch whose last event is at or below the stored
+#       ack is already stored (its commit ran before the connection failed): skipped.
 FLUSH_SESSION_LUA = """
 local cur = redis.call('HMGET', KEYS[1], 'ver', 'ack', 'pseq')
 local ver = tonumber(cur[1] or '0')
@@ -266,7 +271,7 @@ local added = 0
 for i = 9, #ARGV, 2 do
   if tonumber(ARGV[i]) > stored_ack then
     if ARGV[7] == '1' then
-      local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'e', ARGV[i + 1])
+      local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'b', ARGV[i + 1])
       redis.call('RPUSH', KEYS[3], id)
     else
       redis.call('RPUSH', KEYS[4], ARGV[i + 1])
@@ -278,7 +283,7 @@ for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return added
 """
 
-# Cluster mode: the first `count` pending events were added to the stream with `ids`. Drop them
+# Cluster mode: the first `count` pending batches were added to the stream with `ids`. Drop them
 # from the pending list unless the visitor was erased (or another process forwarded them) in
 # between; 0 tells the caller to delete its stream entries again.
 # KEYS: pending, event index. ARGV: 1 count, 2 first record forwarded, 3 ttl, 4.. stream ids
@@ -325,9 +330,34 @@ def event_record(vid: str, sid: str, event: dict[str, Any], at: int) -> dict[str
     """The log record of an accepted event: the event (with its `seq`) plus who and when.
 
     `at` is the server's receive time in ms. The same record is written as a JSON line in the
-    embedded mode and as the `e` field of a stream entry on Redis.
+    embedded mode; on Redis a batch's records share one stream entry (`batch_entry`).
     """
     return {"vid": vid, "sid": sid, "at": at, **event}
+
+
+def batch_entry(vid: str, sid: str, events: list[dict[str, Any]], at: int) -> bytes:
+    """The `b` field of the stream entry that logs one accepted batch (JSON).
+
+    `{"vid", "sid", "at", "ev": [event, ...]}`: who and when once, then the batch's events with
+    their `seq`. `entry_records` turns it back into the per-event records of `event_record`.
+    One entry per batch rather than per event: the commit script's `XADD` and index push were
+    most of its Redis CPU (docs/PERFORMANCE.md, "Redis mode vs memory mode").
+    """
+    return _dump({"vid": vid, "sid": sid, "at": at, "ev": events})
+
+
+def entry_records(fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event records of one stream entry: a batch (`b`) or a single record (`e`)."""
+    raw = fields.get("b")
+    if raw is None:
+        raw = fields.get("e")
+        return [ujson.loads(raw)] if raw is not None else []
+    return batch_records(ujson.loads(raw))
+
+
+def batch_records(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    vid, sid, at = batch["vid"], batch["sid"], batch["at"]
+    return [{"vid": vid, "sid": sid, "at": at, **e} for e in batch["ev"]]
 
 
 # ---------------------------------------------------------------------------- degraded mode
@@ -338,6 +368,7 @@ class _CachedSession:
     version: int
     ack: int
     pseq: int
+    refreshed: float = float("-inf")  # monotonic time this process last refreshed its keys' TTLs
 
 
 @dataclass
@@ -358,7 +389,8 @@ class _BufferedSession:
     profile: Any
     ack: int
     pseq: int
-    events: list[tuple[int, str]] = field(default_factory=list)  # (seq, record JSON)
+    # (last seq, number of events, batch log entry JSON) per buffered batch
+    batches: list[tuple[int, int, bytes]] = field(default_factory=list)
 
 
 class _Down(Exception):
@@ -369,7 +401,10 @@ class RedisStore(Store):
     """Profiles and sequence numbers in Redis (single instance or cluster); see module doc.
 
     Limits (each costs memory only during an outage or for the degraded-mode cache):
-    - `retention_s`: inactivity TTL of every per-visitor key (default 30 days).
+    - `retention_s`: inactivity TTL of every per-visitor key (default 30 days). A key gets it
+      when it is created; an active session refreshes it every `refresh_s` (1% of the
+      retention, at most a minute), so keys expire between `retention_s - refresh_s` and
+      `retention_s` after the visitor's last batch.
     - `stream_maxlen`: approximate bound of the event stream (default 1,000,000 entries, ~300 MB
       of Redis memory at ~300 B per event).
     - `buffer_limit`: events held in memory while Redis is down (default 100,000, ~40 MB).
@@ -403,6 +438,7 @@ class RedisStore(Store):
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
         self.ttl_ms = int(retention_s * 1000)
+        self.refresh_s = min(retention_s / 100, 60.0)
         self.stream = stream
         self.stream_maxlen = stream_maxlen
         self.buffer_limit = buffer_limit
@@ -554,9 +590,12 @@ class RedisStore(Store):
         check_id(sid, "session id")
         vpart, spart = profile.get("v"), profile.get("s")
         at = int(self._clock() * 1000)
-        records = [(int(e["seq"]), _dump(event_record(vid, sid, e, at))) for e in events]
+        entry = batch_entry(vid, sid, events, at) if events else None
         if not self.degraded and not snapshot.extra.get("degraded"):
             vjson, sjson = _dump(vpart), _dump(spart)
+            cached = self._scache.get((vid, sid))
+            now = time.monotonic()
+            refresh = cached is None or now - cached.refreshed >= self.refresh_s
             try:
                 res = await self._call(
                     "commit",
@@ -574,7 +613,8 @@ class RedisStore(Store):
                         sid,
                         self._inline,
                         self.stream_maxlen,
-                        *(r for _, r in records),
+                        "1" if refresh else "0",
+                        *((entry,) if entry is not None else ()),
                     ],
                 )
             except _Down:
@@ -590,22 +630,27 @@ class RedisStore(Store):
                     vid,
                     sid,
                     _CachedVisitor(vpart, int(res[1])),
-                    _CachedSession(spart, int(res[2]), ack, pseq),
+                    _CachedSession(
+                        spart, int(res[2]), ack, pseq,
+                        now if refresh else cached.refreshed,  # type: ignore[union-attr]
+                    ),
                 )
                 self._own.add((vid, sid))
                 if int(res[3]) > 0:
                     self._schedule_forward(vid)
                 return True
-        return self._buffer(vid, sid, snapshot, vpart, spart, ack, pseq, records)
+        batch = (max(int(e["seq"]) for e in events), len(events), entry) if entry is not None else None
+        return self._buffer(vid, sid, snapshot, vpart, spart, ack, pseq, batch)
 
-    def _buffer(self, vid, sid, snapshot, vpart, spart, ack, pseq, records) -> bool:
+    def _buffer(self, vid, sid, snapshot, vpart, spart, ack, pseq, batch) -> bool:
         """Degraded commit: compare-and-set against the local cache, then hold the write."""
         cv = self._vcache.get(vid) or _CachedVisitor(None, 0)
         cs = self._scache.get((vid, sid)) or _CachedSession(None, 0, 0, 0)
         if (cv.version, cs.version) != tuple(snapshot.version):
             metrics.STORE_CONFLICTS.inc()
             return False
-        if self._buffered_events + len(records) > self.buffer_limit or (
+        n = batch[1] if batch is not None else 0
+        if self._buffered_events + n > self.buffer_limit or (
             (vid, sid) not in self._sbuf and len(self._sbuf) >= self.buffer_limit
         ):
             metrics.WRITE_BUFFER_REFUSED.inc()
@@ -621,8 +666,9 @@ class RedisStore(Store):
         if sb is None:
             sb = self._sbuf[(vid, sid)] = _BufferedSession(cs.version, spart, ack, pseq)
         sb.profile, sb.ack, sb.pseq = spart, ack, pseq
-        sb.events.extend(records)
-        self._buffered_events += len(records)
+        if batch is not None:
+            sb.batches.append(batch)
+        self._buffered_events += n
         metrics.WRITE_BUFFER_DEPTH.set(self._buffered_events)
         # Local versions keep two tabs in this process from overwriting each other meanwhile.
         self._remember(
@@ -684,20 +730,20 @@ class RedisStore(Store):
                 del self._sbuf[(vid, sid)]
                 args = [sb.base, _dump(sb.profile), sb.ack, sb.pseq, self.ttl_ms, sid,
                         self._inline, self.stream_maxlen]
-                for seq, record in sb.events:
-                    args += [seq, record]
+                for last_seq, _n, entry in sb.batches:
+                    args += [last_seq, entry]
                 try:
                     await self._call("flush", self._flush_s, keys=self._keys(vid, sid)[1:], args=args)
                 except _Down:
                     newer = self._sbuf.get((vid, sid))
                     if newer is not None:
                         sb.profile, sb.ack, sb.pseq = newer.profile, newer.ack, newer.pseq
-                        sb.events.extend(newer.events)
+                        sb.batches.extend(newer.batches)
                     self._sbuf[(vid, sid)] = sb
                     raise
-                self._buffered_events -= len(sb.events)
+                self._buffered_events -= sum(n for _, n, _ in sb.batches)
                 metrics.WRITE_BUFFER_DEPTH.set(self._buffered_events)
-                if self.cluster and sb.events:
+                if self.cluster and sb.batches:
                     self._schedule_forward(vid)
                 # Versions changed in Redis; the next load must read them, not the cache.
         finally:
@@ -727,7 +773,7 @@ class RedisStore(Store):
                     self._forward_vids.add(vid)
 
     async def forward_pending(self, vid: str, batch: int = 100) -> bool:
-        """Move up to `batch` of a visitor's pending events to the stream; True if more remain.
+        """Move up to `batch` of a visitor's pending batches to the stream; True if more remain.
 
         At-least-once: if this process dies between XADD and the pending trim, the events are
         forwarded again by the visitor's next commit; records carry (sid, seq) so consumers can
@@ -738,7 +784,7 @@ class RedisStore(Store):
             return False
         pipe = self.client.pipeline(transaction=False)
         for record in raw:
-            pipe.xadd(self.stream, {"e": record}, maxlen=self.stream_maxlen, approximate=True)
+            pipe.xadd(self.stream, {"b": record}, maxlen=self.stream_maxlen, approximate=True)
         ids = await self._call("forward", pipe.execute)
         kept = await self._call(
             "forward",
@@ -767,7 +813,7 @@ class RedisStore(Store):
             )
         except _Down as exc:
             raise StoreUnavailable(f"redis unavailable: {exc}") from exc
-        events = [ujson.loads(r) for r in pending]
+        events = [r for b in pending for r in batch_records(ujson.loads(b))]
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             pipe = self.client.pipeline(transaction=False)
@@ -776,7 +822,7 @@ class RedisStore(Store):
             found = await self._call("export", pipe.execute)
             for entries in found:
                 for _id, fields in entries:
-                    events.append(ujson.loads(fields["e"]))
+                    events.extend(entry_records(fields))
         events.sort(key=lambda e: (e.get("at", 0), e.get("sid", ""), e.get("seq", 0)))
         return {
             "vid": vid,
@@ -795,7 +841,7 @@ class RedisStore(Store):
         }
 
     async def erase_visitor(self, vid: str) -> None:
-        """Delete every key of the visitor and its events in the stream (by id: XDEL).
+        """Delete every key of the visitor and its logged batches in the stream (by id: XDEL).
 
         Also forgets the visitor in this process's cache and write buffer. Other processes'
         caches are told by the bus (`RedisBus.publish_change("erase", ...)`).
@@ -833,7 +879,7 @@ class RedisStore(Store):
         for key in [k for k in self._scache if k[0] == vid]:
             del self._scache[key]
         for key in [k for k in self._sbuf if k[0] == vid]:
-            self._buffered_events -= len(self._sbuf.pop(key).events)
+            self._buffered_events -= sum(n for _, n, _ in self._sbuf.pop(key).batches)
         metrics.WRITE_BUFFER_DEPTH.set(self._buffered_events)
 
     # ------------------------------------------------------------------ lifecycle
