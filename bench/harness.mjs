@@ -290,34 +290,38 @@ async function redisRows() {
     const runs = [];
     const pairs = [];
     for (let rep = 0; rep < REPEAT; rep++) {
-      // Throughput: each Redis run is paired with a memory-mode run right before it, so the
-      // ratio compares runs minutes apart at most (CPU speed on a shared host drifts by 1.5x
-      // between runs of the same build); the goal line uses the median of the pair ratios.
-      let mem = null;
-      if (scenario === "throughput") {
+      // Throughput: each Redis run is paired with a memory-mode run next to it, so the ratio
+      // compares runs seconds apart (CPU speed on a shared host drifts by 1.5x between runs of
+      // the same build), and the order alternates (memory first, then Redis first: ABBA) so a
+      // steady drift favours neither side; the goal line uses the median of the pair ratios.
+      const pairedMem = async () => {
         log(`microadjust (memory, paired) throughput${REPEAT > 1 ? ` #${rep + 1}` : ""} ...`);
-        mem = await measure("microadjust", "throughput");
-      }
+        return measure("microadjust", "throughput");
+      };
+      const memFirst = rep % 2 === 0;
+      let mem = scenario === "throughput" && memFirst ? await pairedMem() : null;
       log(`microadjust + redis ${scenario}${REPEAT > 1 ? ` #${rep + 1}` : ""} ...`);
       const rport = await freePort();
       // A private Redis on the server's core: "per core" includes the store the server needs.
       const redis = start(`redis-${scenario}`, ["redis-server", "--port", String(rport), "--bind", "127.0.0.1",
         "--save", "", "--appendonly", "no", "--protected-mode", "yes"]);
+      let row = null;
       try {
         if (!(await waitPort(rport, 10000))) {
           runs.push({ server: "microadjust", scenario, redis: true, error: "private redis-server did not start" });
           continue;
         }
-        const row = await measure("microadjust", scenario, ["--redis", `redis://127.0.0.1:${rport}/0`], redis);
+        row = await measure("microadjust", scenario, ["--redis", `redis://127.0.0.1:${rport}/0`], redis);
         runs.push(row);
-        if (mem && !mem.error && !row.error) {
-          pairs.push({ memory: mem.batches_per_s, redis: row.batches_per_s, memory_per_cpu_s: mem.batches_per_cpu_s,
-            redis_per_cpu_s: row.batches_per_cpu_s, ratio: row.batches_per_s / mem.batches_per_s,
-            cpu_ratio: row.batches_per_cpu_s / mem.batches_per_cpu_s });
-          log(`  pair: memory ${mem.batches_per_s}, redis ${row.batches_per_s} batches/s = ${(row.batches_per_s / mem.batches_per_s).toFixed(2)}x`);
-        }
       } finally {
         await stop(redis);
+      }
+      if (scenario === "throughput" && !memFirst) mem = await pairedMem();
+      if (mem && !mem.error && !row.error) {
+        pairs.push({ memory: mem.batches_per_s, redis: row.batches_per_s, memory_per_cpu_s: mem.batches_per_cpu_s,
+          redis_per_cpu_s: row.batches_per_cpu_s, ratio: row.batches_per_s / mem.batches_per_s,
+          cpu_ratio: row.batches_per_cpu_s / mem.batches_per_cpu_s, order: memFirst ? "memory-redis" : "redis-memory" });
+        log(`  pair: memory ${mem.batches_per_s}, redis ${row.batches_per_s} batches/s = ${(row.batches_per_s / mem.batches_per_s).toFixed(2)}x`);
       }
     }
     const picked = median(runs, scenario);

@@ -91,8 +91,10 @@ class Client {
     // Each visitor walks the shared template pool from its own offset with its own stride.
     this.cursor = Math.floor(r() * pool.length);
     this.stride = 1 + 2 * Math.floor(r() * 64); // odd: visits every template before repeating
-    this.vid = `v_bench${cfg.seed}x${index}`.padEnd(12, "0");
-    this.sid = `s_bench${cfg.seed}x${index}`.padEnd(12, "0");
+    // One visitor and one session per connection. (Padding the end of `...x1` to 12 characters
+    // once made it `...x10`: connections 1 and 10, 2 and 20, ... shared a session.)
+    this.vid = `v_bench${cfg.seed}x${String(index).padStart(6, "0")}`;
+    this.sid = `s_bench${cfg.seed}x${String(index).padStart(6, "0")}`;
     this.seq = 1; // next event sequence number
     this.first = true;
     this.pending = []; // [lastSeq, scheduledTime] in send order (acks are cumulative, §4)

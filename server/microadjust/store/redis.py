@@ -536,9 +536,11 @@ class RedisStore(Store):
     # ------------------------------------------------------------------ Store interface
 
     async def load(self, vid: str, sid: str) -> SessionSnapshot:
-        check_id(vid, "visitor id")
-        check_id(sid, "session id")
-        if not self.degraded and (vid, sid) in self._own:
+        own = (vid, sid) in self._own  # its ids were checked when it was first committed
+        if not own:
+            check_id(vid, "visitor id")
+            check_id(sid, "session id")
+        if own and not self.degraded:
             v, s = self._vcache.get(vid), self._scache.get((vid, sid))
             if v is not None and s is not None:
                 self.cache_hits += 1
@@ -586,8 +588,9 @@ class RedisStore(Store):
         pseq: int,
         events: list[dict[str, Any]],
     ) -> bool:
-        check_id(vid, "visitor id")
-        check_id(sid, "session id")
+        if (vid, sid) not in self._own:
+            check_id(vid, "visitor id")
+            check_id(sid, "session id")
         vpart, spart = profile.get("v"), profile.get("s")
         at = int(self._clock() * 1000)
         entry = batch_entry(vid, sid, events, at) if events else None
