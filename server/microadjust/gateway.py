@@ -1,10 +1,11 @@
 """The WebSocket endpoint `/v1/stream` (PROTOCOL.md), and the batch path it shares with the beacon.
 
 One `Connection` per socket runs a small state machine: AWAIT_HELLO -> OPEN -> CLOSING. It reads
-frames one at a time (so a connection's batches are processed in order), answers through a
-bounded outbound queue drained by a writer task (so a close is always sent after the messages
-queued before it), and never lets one client's bad input reach another: every failure ends in
-an error message or a documented close code for that connection only.
+frames one at a time (so a connection's batches are processed in order), writes its answers
+itself, in the reader's task, and queues a message only while another write on the socket is
+in progress (bounded; a close is always sent after the messages queued before it), and never
+lets one client's bad input reach another: every failure ends in an error message or a
+documented close code for that connection only.
 
 `Ingest` is the one place a batch becomes stored events and patches: de-duplication by
 (session, seq) (§3), the pure engine, the store's compare-and-set commit with retries, and
@@ -226,42 +227,79 @@ class Connection:
         self.tokens = float(limits.rate_burst)
         self.refill_at = time.monotonic()
         self.strikes: deque[float] | None = None  # made at the first strike (most sockets have none)
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=limits.write_queue)
-        self.writer: asyncio.Task | None = None
+        # Output. Whoever finds the socket idle writes at once, in its own task (the reader for
+        # its acks and patches: no queue and no task hop on the answer path); a message that
+        # arrives while a write is in progress waits in `outq` and the writer in progress sends
+        # it next. A socket has no writer task and no queue of its own until it needs one
+        # (docs/PERFORMANCE.md, "Per-socket overhead").
+        self.sending = False
+        self.outq: deque | None = None
+        self.flusher: asyncio.Task | None = None  # drains `outq` for messages from elsewhere
+        self._idle: list[asyncio.Future] | None = None  # waiting for the write in progress
 
-    async def _write(self) -> None:
+    async def _pump(self, item: Any) -> None:
+        """Write `item`, then what queued meanwhile, in order; the caller set `sending`."""
         try:
             while True:
-                item = await self.queue.get()
                 if isinstance(item, _Close):
+                    self.outq = None  # nothing is written after the close frame
                     await self.ws.close(item.code, item.reason)
                     return
                 await self.ws.send_text(P.encode(item))
+                if not self.outq:
+                    return
+                item = self.outq.popleft()
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.state = State.CLOSING  # the peer is gone; the reader will see it too
+            self.outq = None
+        finally:
+            self.sending = False
+            waiters, self._idle = self._idle, None
+            for fut in waiters or ():
+                if not fut.done():
+                    fut.set_result(None)
 
-    def start_writer(self) -> None:
-        self.writer = asyncio.get_running_loop().create_task(self._write())
+    def _when_idle(self) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        if self._idle is None:
+            self._idle = []
+        self._idle.append(fut)
+        return fut
 
     async def send(self, msg: dict[str, Any]) -> None:
-        """Queue a message from this connection's own loop (waits when the queue is full)."""
-        if self.state is not State.CLOSING:
-            await self.queue.put(msg)
+        """Send a message from this connection's own loop: written now when the socket is idle;
+        otherwise queued behind the write in progress (waiting while the queue is full)."""
+        while self.state is not State.CLOSING:
+            if not self.sending:
+                self.sending = True
+                await self._pump(msg)
+                return
+            if self.outq is None:
+                self.outq = deque()
+            if len(self.outq) < self.limits.write_queue:
+                self.outq.append(msg)
+                return
+            await self._when_idle()
 
     def deliver(self, messages: list[dict[str, Any]]) -> None:
         """Queue messages from elsewhere (beacon, bus); a consumer this far behind is closed."""
         for msg in messages:
             if self.state is State.CLOSING:
                 return
-            try:
-                self.queue.put_nowait(msg)
-            except asyncio.QueueFull:
+            if self.outq is None:
+                self.outq = deque()
+            if len(self.outq) >= self.limits.write_queue:
                 log.warning("session %s: write queue full, closing", self.sid)
                 self.state = State.CLOSING
-                if self.writer is not None:
-                    self.writer.cancel()
+                self.outq = None
+                if self.flusher is not None:
+                    self.flusher.cancel()
                 asyncio.get_running_loop().create_task(self._force_close(P.CLOSE_INTERNAL_ERROR, "internal error"))
                 return
+            self.outq.append(msg)
+        if not self.sending and self.outq:
+            self.sending = True
+            self.flusher = asyncio.get_running_loop().create_task(self._pump(self.outq.popleft()))
 
     async def _force_close(self, code: int, reason: str) -> None:
         try:
@@ -270,23 +308,23 @@ class Connection:
             pass
 
     async def close(self, code: int, reason: str) -> None:
-        """Send everything queued, then the close frame (§7); idempotent."""
+        """Send everything queued, then the close frame (§7), within 2 s; idempotent."""
         if self.state is State.CLOSING:
             return
         self.state = State.CLOSING
-        if self.writer is None:
-            await self._force_close(code, reason)
-            return
         try:
-            self.queue.put_nowait(_Close(code, reason))
-        except asyncio.QueueFull:
-            self.writer.cancel()
-            await self._force_close(code, reason)
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self.writer), timeout=2.0)
+            if not self.sending:
+                self.sending = True
+                async with asyncio.timeout(2.0):
+                    await self._pump(_Close(code, reason))
+                return
+            if self.outq is None:
+                self.outq = deque()
+            self.outq.append(_Close(code, reason))
+            await asyncio.wait_for(self._when_idle(), timeout=2.0)
         except (asyncio.TimeoutError, asyncio.CancelledError):
-            self.writer.cancel()
+            if self.flusher is not None:
+                self.flusher.cancel()
             await self._force_close(code, reason)
 
     def rate_ok(self) -> bool:
@@ -405,7 +443,6 @@ class Gateway:
         # The process id lets an operator (and the workers test) see which worker took a socket.
         await ws.accept(headers=[(b"x-microadjust-worker", self._process)])
         conn = Connection(ws, site, self.limits)
-        conn.start_writer()
         try:
             await self._serve(conn)
         except WebSocketDisconnect:
@@ -422,8 +459,8 @@ class Gateway:
                 metrics.CONNECTIONS.dec()
                 if self.bus is not None:
                     await self.bus.leave(conn.vid)
-            if conn.writer is not None and not conn.writer.done():
-                conn.writer.cancel()
+            if conn.flusher is not None and not conn.flusher.done():
+                conn.flusher.cancel()
 
     async def _refuse(self, ws: WebSocket, code: str, detail: str, status: int = 403) -> None:
         self.stats.reject(code)
