@@ -207,6 +207,19 @@ async def test_a_batch_is_one_stream_entry_whose_records_share_its_id(redis_url)
     await store.close()
 
 
+async def test_entries_of_one_event_each_written_by_earlier_versions_are_still_read(redis_url):
+    client = connect(redis_url)
+    old = {"vid": VID, "sid": SID, "at": 1, "k": "click", "ts": 2, "seq": 1}
+    await client.xadd("ma:events", {"e": '{"vid":"%s","sid":"%s","at":1,"k":"click","ts":2,"seq":1}' % (VID, SID)})
+    store = RedisStore(redis_url, clock=lambda: 0.005)
+    snap = await store.load(VID, "s_session09")
+    await store.commit(VID, "s_session09", snap, {"v": {}, "s": {}}, 1, 0, events(1, 1))
+    records = await wait_for(lambda: _n_records(redis_url, 2))
+    assert records[0] == old and records[1]["sid"] == "s_session09" and records[1]["at"] == 5
+    await client.aclose()
+    await store.close()
+
+
 async def test_ttls_are_set_on_creation_and_refreshed_when_due_not_on_every_batch(redis_url):
     store = RedisStore(redis_url, retention_s=100)  # refresh due every second
     assert store.refresh_s == 1.0

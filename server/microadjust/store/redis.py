@@ -3,10 +3,10 @@
 The production `Store` (see `store/__init__.py` for the contract). A session's load is served from
 the state this process last committed for it (see `_own`); one Lua script per batch does
 the compare-and-set on the visitor and session versions and, when they still match, writes both
-profile parts, the session's `ack` and `pseq`, refreshes the inactivity TTLs and records the
-batch's events (one stream entry per batch), atomically and in one round trip. TTLs are set when a
-key is created and refreshed when due (`refresh_s`), not on every batch. The layout, the scripts and the fault
-behaviour are documented in `docs/SCALING.md`; the summary:
+profile parts, the session's `ack` and `pseq`, sets the inactivity TTLs of keys it creates (and
+refreshes them when due, `refresh_s`, not on every batch) and logs the batch's events as one
+stream entry, atomically and in one round trip. The layout, the scripts and the fault behaviour
+are documented in `docs/SCALING.md`; the summary:
 
     ma:{vid}:v          hash  p (visitor profile JSON), ver
     ma:{vid}:s:<sid>    hash  p (session profile JSON), ver, ack, pseq
