@@ -259,6 +259,11 @@ class Connection:
                 if not fut.done():
                     fut.set_result(None)
 
+    def _queue(self) -> deque:
+        if self.outq is None:
+            self.outq = deque()
+        return self.outq
+
     def _when_idle(self) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
         if self._idle is None:
@@ -274,10 +279,9 @@ class Connection:
                 self.sending = True
                 await self._pump(msg)
                 return
-            if self.outq is None:
-                self.outq = deque()
-            if len(self.outq) < self.limits.write_queue:
-                self.outq.append(msg)
+            queue = self._queue()
+            if len(queue) < self.limits.write_queue:
+                queue.append(msg)
                 return
             await self._when_idle()
 
@@ -286,9 +290,8 @@ class Connection:
         for msg in messages:
             if self.state is State.CLOSING:
                 return
-            if self.outq is None:
-                self.outq = deque()
-            if len(self.outq) >= self.limits.write_queue:
+            queue = self._queue()
+            if len(queue) >= self.limits.write_queue:
                 log.warning("session %s: write queue full, closing", self.sid)
                 self.state = State.CLOSING
                 self.outq = None
@@ -296,7 +299,7 @@ class Connection:
                     self.flusher.cancel()
                 asyncio.get_running_loop().create_task(self._force_close(P.CLOSE_INTERNAL_ERROR, "internal error"))
                 return
-            self.outq.append(msg)
+            queue.append(msg)
         if not self.sending and self.outq:
             self.sending = True
             self.flusher = asyncio.get_running_loop().create_task(self._pump(self.outq.popleft()))
@@ -318,9 +321,7 @@ class Connection:
                 async with asyncio.timeout(2.0):
                     await self._pump(_Close(code, reason))
                 return
-            if self.outq is None:
-                self.outq = deque()
-            self.outq.append(_Close(code, reason))
+            self._queue().append(_Close(code, reason))
             await asyncio.wait_for(self._when_idle(), timeout=2.0)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             if self.flusher is not None:

@@ -9,8 +9,8 @@ records the embedded mode writes as JSON lines, so the training and statistics j
 source the same way: `[(entry id, record)]`, where the records of one batch share their entry's
 id (ack the id once, after the last of them).
 
-Both streams are capped with `MAXLEN ~ N` entries (batches, for the event stream) (approximate trimming is O(1) amortised; exact trimming
-would cost a node walk on every add). Consumers use a consumer group: each entry is delivered to
+Both streams are capped with `MAXLEN ~ N` entries (batches, for the event stream): approximate
+trimming is O(1) amortised; exact trimming would cost a node walk on every add. Consumers use a consumer group: each entry is delivered to
 one consumer of the group and stays pending until acked, so a job that crashes re-reads what it
 had not finished (`claim_stale`). Delivery is at least once; records carry `(sid, seq)` for
 events so a consumer can drop a duplicate.
@@ -112,7 +112,7 @@ class RedisEventLog:
         """Take over entries another consumer read but did not ack within `min_idle_ms`."""
         stream = stream or self.events_stream
         reply = await self.client.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=count)
-        return [(i, r) for i, f in reply[1] if f for r in entry_records(f)]
+        return _flatten(reply[1])
 
     async def length(self, stream: str | None = None) -> int:
         """Entries in the stream: batches for the event stream, records for exposures."""
@@ -121,7 +121,7 @@ class RedisEventLog:
     async def read_all(self, stream: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Every record the stream holds (for small streams: tests, exports, debugging)."""
         entries = await self.client.xrange(stream or self.events_stream, "-", "+")
-        return [(i, r) for i, f in entries for r in entry_records(f)]
+        return _flatten(entries)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -129,9 +129,10 @@ class RedisEventLog:
 
 def _records(reply) -> list[tuple[str, dict[str, Any]]]:
     """Flatten an XREADGROUP reply (RESP2: [[stream, [(id, fields), ...]], ...])."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    for _stream, entries in reply or []:
-        for entry_id, fields in entries:
-            if fields:  # a deleted (erased) entry still pending in the group has no fields
-                out.extend((entry_id, r) for r in entry_records(fields))
-    return out
+    return [pair for _stream, entries in reply or [] for pair in _flatten(entries)]
+
+
+def _flatten(entries) -> list[tuple[str, dict[str, Any]]]:
+    """[(entry id, record)] for stream entries; a deleted (erased) entry still pending in a
+    group comes back without fields and yields nothing."""
+    return [(entry_id, r) for entry_id, fields in entries for r in entry_records(fields or {})]
