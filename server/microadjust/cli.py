@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import logs
+from . import logs, transport
 from .settings import Limits, Settings, SettingsError, admin_token_from_env, parse_sites
 
 log = logging.getLogger("microadjust.cli")
@@ -75,10 +75,11 @@ class Server:
             app,
             host=settings.host,
             port=settings.port,
-            ws="websockets-sansio",
-            ws_per_message_deflate=False,  # §1: not negotiated (tens of KB per connection)
+            # /v1/stream goes straight to the gateway (transport.py): no ASGI queue, scope or
+            # middleware per socket. It never offers permessage-deflate (§1: tens of KB per
+            # connection) and has no ping timer (the protocol has its own heartbeat, §6).
+            ws=transport.protocol_class(gateway),
             ws_max_size=settings.limits.max_frame,  # 1009 for oversized frames (§7)
-            ws_ping_interval=None,  # the protocol has its own heartbeat (§6)
             log_level=log_level,
             log_config=None,  # logs.configure() owns the handlers (json or text)
             lifespan="on",

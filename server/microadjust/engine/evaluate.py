@@ -14,11 +14,11 @@ Patches follow PROTOCOL §5 without `pseq` (the gateway numbers them).
 
 from __future__ import annotations
 
-import hashlib
+import math
 
 from .features import Context, prime_tops
-from .patches import canonical_json, patch_sig, rendered_patch_invalid, validate_patch
-from .profile import Update, apply_event, decayed, normalise, r6, start_batch, top_of
+from .patches import canonical_json, patch_id, patch_sig, rendered_patch_invalid, validate_patch
+from .profile import Update, apply_event, decayed, normalise, start_batch, top_of
 from .rules import RuleSet, render_value
 
 TOP_FEATURES = (
@@ -33,17 +33,28 @@ def _target_key(target: dict) -> str:
     return canonical_json(target)
 
 
+SIG_MEMO_MAX = 4096  # signatures memoised per rule (a few hundred KB at most), then started over
+
+
 def _sig(rule, patch: dict) -> str:
-    return getattr(rule, "static_sig", None) or patch_sig(patch["target"], patch["ops"], patch["ttl"])
-
-
-def patch_id(rule_id: str, target: dict) -> str:
-    """Stable per (rule, target) so a re-fire replaces the patch instead of stacking (§5)."""
-    kind, value = next(iter(target.items()))
-    if kind == "sel":
-        # Selectors can be long and full of punctuation; the id only has to be stable and short.
-        return f"{rule_id}:sel:{hashlib.sha1(value.encode('utf-8')).hexdigest()[:12]}"
-    return f"{rule_id}:{value}"
+    """The patch's signature (patch_sig); `patch` passed validation."""
+    static = getattr(rule, "static_sig", None)
+    if static:
+        return static
+    memo = getattr(rule, "sig_memo", None)
+    if memo is None:
+        return patch_sig(patch["target"], patch["ops"], patch["ttl"])
+    # compile_rules made a memo only for rules whose rendered patch can differ in nothing but the
+    # target's value and the affinity reorder keys; validated, those are strings, so they say
+    # exactly what the canonical JSON and its hash would be.
+    ops = patch["ops"]
+    key = (next(iter(patch["target"].values())), *[tuple(ops[j]["keys"]) for j in rule.rank])
+    sig = memo.get(key)
+    if sig is None:
+        if len(memo) >= SIG_MEMO_MAX:
+            memo.clear()
+        sig = memo[key] = patch_sig(patch["target"], ops, patch["ttl"])
+    return sig
 
 
 def _tops(work: dict, now: int, hl: int) -> dict:
@@ -60,14 +71,26 @@ def rank_page_items(work: dict, slot: str | None, now: int, hl: int, limit: int)
     if slot is not None and any(it.get("slot") == slot for it in items):
         items = [it for it in items if it.get("slot") == slot]
     interest = work["v"]["interest"]
-
-    def affinity(it: dict) -> float:
-        score = decayed(interest["item"].get(it["key"]), now, hl)
+    item_table, tag_table = interest["item"], interest["tag"]
+    # Items share tags: each tag's decayed score is worked out once per call (same value).
+    tag_scores: dict = {}
+    scored = []
+    for i, it in enumerate(items):
+        key = it["key"]
+        entry = item_table.get(key)
+        if entry:  # decayed() inlined: the same expressions, so the same floats
+            score, t = entry
+            dt = now - t
+            score = float(score) if dt <= 0 else score * math.pow(2.0, -dt / hl)
+        else:
+            score = 0.0
         for tag in it.get("tags") or ():
-            score += decayed(interest["tag"].get(tag), now, hl)
-        return r6(score)
-
-    scored = [(-affinity(it), i, it["key"]) for i, it in enumerate(items)]
+            tag_score = tag_scores.get(tag)
+            if tag_score is None:
+                tag_score = tag_scores[tag] = decayed(tag_table.get(tag), now, hl)
+            score += tag_score
+        # r6 inlined: decayed() values are floats, so their sum needs no float().
+        scored.append((-(round(score, 6) + 0.0), i, key))
     scored.sort()
     keys, seen = [], set()
     for _, _, key in scored:
@@ -90,8 +113,11 @@ class _Batch:
 
     def propose(self, rule, ctx: Context, cause: int) -> None:
         """Render the rule's patch; keep it as a candidate if it is valid and not already showing."""
-        target = render_value(rule.target, ctx)
-        ops = render_value(rule.ops, ctx)
+        render_target = getattr(rule, "render_target", None)
+        if render_target is not None:  # compiled by compile_rules (rules.compile_render)
+            target, ops = render_target(ctx), rule.render_ops(ctx)
+        else:
+            target, ops = render_value(rule.target, ctx), render_value(rule.ops, ctx)
         if rule.rank:
             slot = target.get("slot") if isinstance(target, dict) else None
             for j, limit in rule.rank.items():
@@ -107,7 +133,10 @@ class _Batch:
             "priority": rule.priority,
             "cause": cause,
         }
-        if isinstance(target, dict) and len(target) == 1 and isinstance(next(iter(target.values())), str):
+        static_id = getattr(rule, "static_id", None)
+        if static_id is not None:  # a target without templates: its id is known (compile_rules)
+            patch["id"] = static_id
+        elif isinstance(target, dict) and len(target) == 1 and isinstance(next(iter(target.values())), str):
             patch["id"] = patch_id(rule.id, target)
         # A rendered value from the visitor's own events can still be hostile (an item key with
         # markup): the patch is dropped, never sent half-checked. What compile_rules checked
@@ -167,10 +196,16 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
         if until and now >= until:
             del active[pid]
 
+    # The global cap is the first guard _decide applies, and only _decide moves the count: once a
+    # session has used up its adjustments, no candidate of this batch could be sent, so none is
+    # made (event rules are not even evaluated). State rules still run for their timers and reverts.
+    capped = s["adj"] >= settings["max_adjustments"]
+
     update = Update()
     tops_before = _tops(work, now, hl)
     start_batch(work, update, now, bool(events))
     cause = 0
+    ctx = None
     for event in events:
         ev = event
         if not ev.get("tags") and ev.get("item") is not None:
@@ -179,14 +214,26 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
                 ev = dict(event, tags=tags)
         apply_event(work, ev, now, hl, update)
         cause = event.get("seq", 0) if isinstance(event.get("seq"), int) else 0
+        if capped:
+            continue
         rules = ruleset.event_rules(ev)
         if rules:
-            ctx = Context(work, now, hl, ev)
+            # One context for the batch's events, with a fresh memo per event (the profile moved).
+            if ctx is None:
+                ctx = Context(work, now, hl, ev)
+            else:
+                ctx.event = ev
+                ctx.cache = {}
             for rule in rules:
                 if rule.when(ctx):
                     batch.propose(rule, ctx, cause)
 
-    tops_after = _tops(work, now, hl)
+    update.settle()
+    # A table no event touched is as it was: its top is the one already worked out.
+    tops_after = {
+        kind: top_of(work["v"]["interest"][kind], now, hl) if update.bumped(kind) else tops_before[kind]
+        for kind in tops_before
+    }
     for kind, name, score_name in TOP_FEATURES:
         if tops_before[kind][0] != tops_after[kind][0]:
             update.changed.add(name)
@@ -195,8 +242,9 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
 
     # State rules: only those whose inputs moved, plus timers, clocks and showing patches.
     due: dict[int, object] = {}
-    for name in update.changed:
-        for rule in ruleset.by_feature.get(name, ()):
+    by_feature = ruleset.by_feature
+    for name in update.changed.intersection(by_feature):
+        for rule in by_feature[name]:
             due[rule.order] = rule
     # After a page load every state rule gets a look: what still holds is applied to the new page.
     for rule in ruleset.state_rules if update.new_page else ruleset.clock_rules:
@@ -233,7 +281,8 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
                 since = s["since"].setdefault(rule.id, now)
                 if now - since < rule.for_ms:
                     continue
-            batch.propose(rule, ctx, cause)
+            if not capped:
+                batch.propose(rule, ctx, cause)
         else:
             s["since"].pop(rule.id, None)
         if rule.revert and rule.id in showing:

@@ -135,16 +135,28 @@ def _recent_tag(tag: str):
 
 
 def _event_field(field: str):
+    if field == "tags":
+        def get_tags(ctx: Context):
+            ev = ctx.event
+            return None if ev is None else list(ev.get("tags") or ())
+        return get_tags
+    if field in ("rage", "dead"):
+        def get_flag(ctx: Context):
+            ev = ctx.event
+            return None if ev is None else bool(ev.get(field))
+        return get_flag
+
     def get(ctx: Context):
         ev = ctx.event
-        if ev is None:
-            return None
-        if field == "tags":
-            return list(ev.get("tags") or ())
-        if field in ("rage", "dead"):
-            return bool(ev.get(field))
-        return ev.get(field)
+        return None if ev is None else ev.get(field)
     return get
+
+
+# Event features whose getter returns the same object each time it is asked (a field of the
+# event): reading them again costs no more than the context's memo would, so they skip it.
+# (event.tags builds a new list per call and stays memoised: one list per evaluation, as before.)
+def is_plain_event_field(doc_name: str) -> bool:
+    return doc_name.startswith("event.") and doc_name != "event.tags"
 
 
 def _event_prop(key: str):

@@ -13,7 +13,7 @@ moved by a fraction of itself in the direction that makes the condition easier t
 
 from __future__ import annotations
 
-from .features import resolve, suggest
+from .features import is_plain_event_field, resolve, suggest
 
 COMPARE = (">", ">=", "<", "<=")
 EQUAL = ("==", "===", "!=", "!==")
@@ -128,6 +128,14 @@ def compile_logic(node, path: str, errors: list, reads: Reads, relax: float = 0.
         if not arity(2, 2):
             return _none
         a, b = arg(0), arg(1)
+        if op in ("==", "===") and type(args[1]) is str and type(args[0]) is not str:
+            # `feature == "literal"`: _equal(x, literal) is true only for a str x equal to it.
+            literal = args[1]
+
+            def f_equal_text(ctx):
+                x = a(ctx)
+                return type(x) is str and x == literal
+            return f_equal_text
         if op in ("==", "==="):
             return lambda ctx: _equal(a(ctx), b(ctx))
         return lambda ctx: not _equal(a(ctx), b(ctx))
@@ -200,14 +208,28 @@ def _compile_var(args, path: str, report_at: str, errors: list, reads: Reads):
     reads.names.add(name)
     reads.docs.add(doc)
 
-    def f_var(ctx):
-        cache = ctx.cache
-        if name in cache:
-            value = cache[name]
-        else:
-            value = cache[name] = getter(ctx)
+    if is_plain_event_field(doc):
+        if default is None:
+            return getter
+        return lambda ctx: default if (value := getter(ctx)) is None else value
+
+    if default is None:  # `default if value is None else value` is then just the value
+        def f_var(ctx):
+            value = ctx.cache.get(name, _MISSING)
+            if value is _MISSING:
+                value = ctx.cache[name] = getter(ctx)
+            return value
+        return f_var
+
+    def f_var_default(ctx):
+        value = ctx.cache.get(name, _MISSING)
+        if value is _MISSING:
+            value = ctx.cache[name] = getter(ctx)
         return default if value is None else value
-    return f_var
+    return f_var_default
+
+
+_MISSING = object()  # not in a context's cache yet (None is a value there)
 
 
 def _is_var(node) -> bool:
@@ -219,6 +241,20 @@ def _loosen(value, direction: int, relax: float):
     if not relax or not _num(value):
         return value
     return value + direction * abs(value) * relax
+
+
+_MIRROR = {">": "<", ">=": "<=", "<": ">", "<=": ">="}
+
+
+def _threshold(op: str, get, limit):
+    """fn(ctx) for `get(ctx) <op> limit` with `limit` a number, typed as `ordered` is."""
+    if op == ">":
+        return lambda ctx: type(x := get(ctx)) in _NUMBER and x > limit
+    if op == ">=":
+        return lambda ctx: type(x := get(ctx)) in _NUMBER and x >= limit
+    if op == "<":
+        return lambda ctx: type(x := get(ctx)) in _NUMBER and x < limit
+    return lambda ctx: type(x := get(ctx)) in _NUMBER and x <= limit
 
 
 def _compile_compare(op, args, sub, path, errors, reads, relax):
@@ -246,6 +282,13 @@ def _compile_compare(op, args, sub, path, errors, reads, relax):
 
     if len(parts) == 2:
         a, b = parts
+        # `feature <op> number` (and `number <op> feature`), the usual threshold: with one side a
+        # number literal, `ordered` reduces to "the other side is a number too, and compare".
+        if _num(nodes[1]) and not _num(nodes[0]):
+            return _threshold(op, a, nodes[1])
+        if _num(nodes[0]) and not _num(nodes[1]):
+            # `t < x` is `x > t` for numbers (NaN included: both false), so the mirrored operator.
+            return _threshold(_MIRROR[op], b, nodes[0])
         return lambda ctx: ordered(a(ctx), b(ctx))
     a, b, c = parts
     return lambda ctx: ordered(a(ctx), b(ctx)) and ordered(b(ctx), c(ctx))

@@ -278,6 +278,15 @@ _CANON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fa
 canonical_json = _CANON.encode
 
 
+def patch_id(rule_id: str, target: dict) -> str:
+    """Stable per (rule, target) so a re-fire replaces the patch instead of stacking (§5)."""
+    kind, value = next(iter(target.items()))
+    if kind == "sel":
+        # Selectors can be long and full of punctuation; the id only has to be stable and short.
+        return f"{rule_id}:sel:{hashlib.sha1(value.encode('utf-8')).hexdigest()[:12]}"
+    return f"{rule_id}:{value}"
+
+
 def patch_sig(target, ops, ttl) -> str:
     """What a showing patch looks like (stored in the session as `sig`; idempotence check)."""
     return hashlib.sha1(canonical_json([target, ops, ttl]).encode("utf-8")).hexdigest()[:12]

@@ -79,7 +79,14 @@ def decayed(entry: list | None, now: int, half_life: int) -> float:
 
 def bump(table: dict, key: str, weight: float, now: int, half_life: int, limit: int) -> None:
     """Add `weight` to the decayed score of `key`, then keep the `limit` strongest entries."""
-    value = decayed(table.get(key), now, half_life) + weight
+    # decayed() inlined (the hottest call of a batch): the same expressions, so the same floats.
+    entry = table.get(key)
+    if entry:
+        score, t = entry
+        dt = now - t
+        value = (float(score) if dt <= 0 else score * math.pow(2.0, -dt / half_life)) + weight
+    else:
+        value = 0.0 + weight
     # r6 inlined (the hottest call of a batch): `value` is already a float, so float() is moot.
     table[key] = [round(max(value, 0.0), 6) + 0.0, now]
     if len(table) > limit:
@@ -188,10 +195,14 @@ def _conforms(spec: tuple, value) -> bool:
     if type(value) is not dict:
         return False
     for key, check, sub in spec:
-        if key not in value:
-            return False
-        part = value[key]
+        part = value.get(key, _ABSENT)
         t = type(part)
+        if t is check:  # the usual case first: exactly the default's type (a dict, list, str)
+            if sub is not None and not _conforms(sub, part):
+                return False
+            continue
+        if part is _ABSENT:
+            return False
         if check is _NUMBER:
             if t is not int and t is not float and (not isinstance(part, (int, float)) or isinstance(part, bool)):
                 return False
@@ -210,6 +221,7 @@ def _conforms(spec: tuple, value) -> bool:
     return True
 
 
+_ABSENT = object()
 _VISITOR_SPEC = _shape_spec(new_visitor())
 _SESSION_SPEC = _shape_spec(new_session())
 
@@ -284,19 +296,57 @@ def item_tags(work: dict, event: dict) -> list[str]:
 def top_of(table: dict, now: int, half_life: int) -> tuple[str | None, float]:
     """Strongest key and its decayed score; ties go to the alphabetically first key (deterministic)."""
     best, best_score = None, 0.0
+    pow_ = math.pow
     for key, entry in table.items():
-        score = decayed(entry, now, half_life)
+        # decayed() inlined: the same expressions, so the same floats.
+        if entry:
+            score, t = entry
+            dt = now - t
+            score = float(score) if dt <= 0 else score * pow_(2.0, -dt / half_life)
+        else:
+            score = 0.0
         if score > best_score or (score == best_score and best is not None and score > 0 and key < best):
             best, best_score = key, score
     return best, r6(best_score)
 
 
 class Update:
-    """The outcome of folding events in: touched feature names and the top-* before the batch."""
+    """The outcome of folding events in: the touched feature names and whether a page loaded.
+
+    Interest keys and recent tags are collected as keys and turned into feature names once, by
+    `settle()` after the last event: a batch touches the same few keys over and over, and nothing
+    reads the names before the batch's events are all folded in.
+    """
 
     def __init__(self) -> None:
         self.changed: set[str] = set()
         self.new_page = False  # a view event: the client unloaded the page and every patch on it
+        self.interest: dict[str, set] = {"item": set(), "tag": set(), "section": set()}
+        self.odd_kinds: set[str] = set()  # interest kinds bumped under a key that is no string
+        self.recent_tags: list[set] = []  # per _recent() call, the tags it touched
+        # step_intent found no transition and its inputs (evidence, cart, `now`) have not moved
+        # since: the next call would find none either, so it is skipped.
+        self.intent_settled = False
+
+    def bumped(self, kind: str) -> bool:
+        """Whether an event changed the interest table of `kind` (`bump`)."""
+        return bool(self.interest[kind]) or kind in self.odd_kinds
+
+    def settle(self) -> set[str]:
+        """`changed` with the collected keys' feature names added (call after the last event)."""
+        changed = self.changed
+        for kind, keys in self.interest.items():
+            prefix = f"profile.interest.{kind}."
+            changed.update([prefix + key for key in keys])
+        tags = set().union(*self.recent_tags)
+        if all(type(t) is str for t in tags):
+            changed.update([f"profile.recent.tag.{t}" for t in tags])
+        else:
+            # 1, 1.0 and True are one set key but three feature names: name each call's set
+            # apart, as each _recent() call once did.
+            for touched in self.recent_tags:
+                changed.update([f"profile.recent.tag.{t}" for t in touched])
+        return changed
 
 
 _LIMITS = {"item": MAX_ITEMS, "tag": MAX_TAGS, "section": MAX_SECTIONS}
@@ -304,7 +354,17 @@ _LIMITS = {"item": MAX_ITEMS, "tag": MAX_TAGS, "section": MAX_SECTIONS}
 
 def _interest(work: dict, update: Update, kind: str, key: str, weight: float, now: int, hl: int) -> None:
     bump(work["v"]["interest"][kind], key, weight, now, hl, _LIMITS[kind])
-    update.changed.add(f"profile.interest.{kind}.{key}")
+    _touch(update, kind, key)
+
+
+def _touch(update: Update, kind: str, key) -> None:
+    if type(key) is str:
+        update.interest[kind].add(key)
+    else:
+        # Not a string (a damaged profile or an unchecked caller): 1, 1.0 and True are one set
+        # key but three feature names, so the name is made here, as written.
+        update.changed.add(f"profile.interest.{kind}.{key}")
+        update.odd_kinds.add(kind)
 
 
 def _engage(work: dict, update: Update, event: dict, weight: float, now: int, hl: int) -> None:
@@ -313,9 +373,22 @@ def _engage(work: dict, update: Update, event: dict, weight: float, now: int, hl
         return
     item = event.get("item")
     if item is not None:
-        _interest(work, update, "item", item, weight, now, hl)
-        for tag in item_tags(work, event):
-            _interest(work, update, "tag", tag, weight, now, hl)
+        # _interest() unrolled for the item and its tags (several per event).
+        interest = work["v"]["interest"]
+        bump(interest["item"], item, weight, now, hl, MAX_ITEMS)
+        if type(item) is str:
+            update.interest["item"].add(item)
+        else:
+            _touch(update, "item", item)
+        tags = item_tags(work, event)
+        if tags:
+            table, touched = interest["tag"], update.interest["tag"]
+            for tag in tags:
+                bump(table, tag, weight, now, hl, MAX_TAGS)
+                if type(tag) is str:
+                    touched.add(tag)
+                else:
+                    _touch(update, "tag", tag)
     elif event.get("slot") is not None:
         _interest(work, update, "section", event["slot"], weight, now, hl)
 
@@ -336,10 +409,11 @@ def _recent(work: dict, update: Update, event: dict, now: int) -> None:
     update.changed.update(("profile.recent.items", "profile.recent.count"))
     if before != item:
         update.changed.add("profile.recent.last")
-    update.changed.update(f"profile.recent.tag.{t}" for t in touched)
+    update.recent_tags.append(touched)  # named by Update.settle()
 
 
 def _evidence(work: dict, update: Update, kind: str, weight: float, now: int) -> None:
+    update.intent_settled = False
     intent = work["v"]["intent"]
     value = decayed(intent[kind], now, INTENT_HALF_LIFE_MS) + weight
     intent[kind] = [round(max(value, 0.0), 6) + 0.0, now]  # r6 inlined, as in bump()
@@ -352,6 +426,8 @@ def step_intent(work: dict, update: Update, now: int) -> None:
     One step per event at most, so a single event never jumps from browsing to purchasing, and a
     state is left only when its evidence has fallen clearly below the level that entered it.
     """
+    if update.intent_settled:
+        return
     v = work["v"]
     intent = v["intent"]
     consider = decayed(intent["consider"], now, INTENT_HALF_LIFE_MS)
@@ -374,10 +450,13 @@ def step_intent(work: dict, update: Update, now: int) -> None:
         intent["state"] = new
         intent["since"] = now
         update.changed.update(("profile.intent.state", "profile.intent.since"))
+    else:
+        update.intent_settled = True
 
 
 def _goal(work: dict, update: Update, event: dict, now: int, hl: int) -> None:
     """Cart state from goal events (custom add_to_cart / remove_from_cart / purchase / checkout)."""
+    update.intent_settled = False  # the cart or the intent may change
     name = event.get("name")
     props = event.get("props") or {}
     v = work["v"]
@@ -465,7 +544,12 @@ def apply_event(work: dict, event: dict, now: int, half_life: int, update: Updat
     kind = event.get("k")
     recent_before = v["recent"][0]["item"] if v["recent"] else None
     item = event.get("item")
-    repeat = item is not None and any(r["item"] == item for r in v["recent"])
+    repeat = False
+    if item is not None:
+        for r in v["recent"]:  # any() without a generator: this runs for every event
+            if r["item"] == item:
+                repeat = True
+                break
     if kind == "view":
         s["views"] += 1
         items = []

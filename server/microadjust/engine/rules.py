@@ -18,7 +18,7 @@ import re
 
 from .features import is_clock
 from .logic import Reads, compile_logic
-from .patches import OPS, RULE_ID_RE, check_ops, check_target, patch_sig, MAX_PRIORITY, MAX_TTL
+from .patches import OPS, RULE_ID_RE, check_ops, check_target, patch_id, patch_sig, MAX_PRIORITY, MAX_TTL
 
 EVENT_KINDS = ("view", "hover", "scroll", "dwell", "click", "custom")
 RULE_FIELDS = (
@@ -119,6 +119,35 @@ def render_value(value, ctx):
     if isinstance(value, dict):
         return {k: render_value(v, ctx) for k, v in value.items()}
     return value
+
+
+def _scalar(value) -> bool:
+    return not isinstance(value, (Template, list, dict))
+
+
+def compile_render(value):
+    """fn(ctx) equal to `render_value(value, ctx)`, with the walk over `value` done once here.
+
+    Like render_value it returns new lists and dicts on every call (a patch is handed out and
+    may be changed by its receiver); a part without templates is copied, not walked.
+    """
+    if isinstance(value, Template):
+        if value.whole is not None:
+            return value.whole
+        # (text, None) or (None, getter) per part: Template.render without its type test per part.
+        parts = [(p, None) if isinstance(p, str) else (None, p) for p in value.parts]
+        return lambda ctx: "".join([text if get is None else _text(get(ctx)) for text, get in parts])
+    if isinstance(value, list):
+        if all(_scalar(v) for v in value):
+            return lambda ctx: value.copy()
+        parts = [compile_render(v) for v in value]
+        return lambda ctx: [part(ctx) for part in parts]
+    if isinstance(value, dict):
+        if all(_scalar(v) for v in value.values()):
+            return lambda ctx: value.copy()
+        items = [(k, compile_render(v)) for k, v in value.items()]
+        return lambda ctx: {k: part(ctx) for k, part in items}
+    return lambda ctx: value
 
 
 def _has_template(value) -> bool:
@@ -425,6 +454,17 @@ def _compile_rule(raw, i: int, settings: dict, errors: list, seen: dict) -> Rule
     target_static = not _has_template(target)
     ops_to_check = tuple(j for j, op in enumerate(ops) if j in rank or _has_template(op))
     static_sig = patch_sig(target, ops, ttl) if target_static and not ops_to_check else None
+    one_target = isinstance(target, dict) and len(target) == 1
+    target_value = next(iter(target.values())) if one_target else None
+    static_id = patch_id(rid, target) if target_static and isinstance(target_value, str) else None
+    # When rendering can only vary the target's one value and affinity reorder keys, those
+    # strings alone determine the signature, so evaluate() memoises it (evaluate._sig).
+    sig_memo = (
+        {}
+        if static_sig is None and one_target and all(j in rank for j in ops_to_check)
+        and (target_static or isinstance(target_value, Template))
+        else None
+    )
     return Rule(
         id=rid, order=i, description=desc, priority=priority, enabled=enabled, when=when, keep=keep,
         until=until, confidence=confidence, on=on, event_bound=event_bound, for_ms=for_ms,
@@ -434,6 +474,8 @@ def _compile_rule(raw, i: int, settings: dict, errors: list, seen: dict) -> Rule
         event_key=_event_key(raw["when"]) if event_bound else None,
         clock=any(is_clock(d) for d in reads.docs),
         target_static=target_static, ops_to_check=ops_to_check, static_sig=static_sig,
+        render_target=compile_render(target), render_ops=compile_render(ops),
+        static_id=static_id, sig_memo=sig_memo,
     )
 
 

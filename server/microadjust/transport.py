@@ -1,0 +1,367 @@
+"""The `/v1/stream` transport: WebSocket frames straight to the gateway, no ASGI in between.
+
+uvicorn serves the HTTP routes (Starlette) and hands every WebSocket upgrade to the protocol
+class given as `ws=`. With its own `websockets-sansio` class each socket carries an ASGI scope,
+a receive queue (three deques), three events, the parsed handshake request and response, and
+every frame passes the ASGI message dicts and Starlette's middleware and `WebSocket` wrappers on
+its way in and out. `StreamProtocol` is that class for this one endpoint, written for what the
+gateway needs and nothing more: it parses frames with websockets' sans-I/O `ServerProtocol` (the
+same parser, limits and close handshake as before) and is itself the `ws` object the gateway's
+`endpoint` talks to (`query_params`, `headers`, `accept`, `send_denial_response`, `receive`,
+`send_text`, `close`: the subset of Starlette's `WebSocket` the gateway uses, same semantics).
+What it bought is in docs/PERFORMANCE.md ("Transport").
+
+Behaviour kept from uvicorn's class: one unread message pauses reading (backpressure: a client
+cannot pile frames into the server's memory faster than the gateway reads them); a close frame
+from the peer is answered and ends the socket; after our close frame the socket stays open up to
+`CLOSE_TIMEOUT_S` for the peer's answer; a frame over `ws_max_size` closes 1009, invalid UTF-8
+1007; on server shutdown an open socket is closed 1012 (the drain closed them with 4010 before).
+A WebSocket upgrade to any other path is answered 404 with a JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.websockets import WebSocketDisconnect
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
+
+log = logging.getLogger("microadjust.transport")
+_ws_log = logging.getLogger("microadjust.transport.frames")  # websockets' own debug output
+
+PATH = "/v1/stream"
+CLOSE_TIMEOUT_S = 10.0  # as uvicorn: how long a closed socket waits for the peer's close frame
+_SCOPE = {"type": "websocket", "extensions": {"websocket.http.response": {}}}
+_CONNECT = {"type": "websocket.connect"}
+
+
+class StreamProtocol(asyncio.Protocol):
+    """One upgraded socket (uvicorn instantiates it per upgrade, see `protocol_class`)."""
+
+    gateway: Any = None  # set on the subclass protocol_class() makes
+    scope = _SCOPE  # what the gateway checks before answering a refusal with an HTTP response
+
+    __slots__ = (
+        "loop", "connections", "tasks", "max_size", "transport", "conn", "query_params", "headers",
+        "inbox", "waiter", "read_paused", "write_waiter", "accepted", "close_sent", "disconnected",
+        "close_timer", "_frames", "_binary", "_pending_response",
+    )
+
+    def __init__(self, config, server_state, app_state=None, _loop=None) -> None:
+        self.loop = _loop or asyncio.get_event_loop()
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.max_size = config.ws_max_size
+        self.transport: asyncio.Transport | None = None
+        self.conn = ServerProtocol(max_size=config.ws_max_size, logger=_ws_log)
+        self.query_params: dict[str, str] = {}
+        self.headers: Headers | None = None  # the upgrade's headers, until accept() or a refusal
+        self.inbox: list | None = None  # received messages the gateway has not read yet
+        self.waiter: asyncio.Future | None = None  # the gateway waiting in receive()
+        self.read_paused = False
+        self.write_waiter: asyncio.Future | None = None  # a send waiting for the buffer to drain
+        self.accepted = False
+        self.close_sent = False
+        self.disconnected = False
+        self.close_timer: asyncio.TimerHandle | None = None
+        self._frames: list[bytes] | None = None  # a fragmented message being put together
+        self._binary = False
+        self._pending_response: Response | None = None  # the 101, from the handshake to accept()
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self.connections.add(self)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        if not self.disconnected:
+            self.disconnected = True
+            self._push({"type": "websocket.disconnect", "code": 1005 if self.accepted else 1006})
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
+        # asyncio never resumes writing on a transport lost while paused: wake the writer here.
+        waiter, self.write_waiter = self.write_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if exc is None:
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        if self.write_waiter is None:
+            self.write_waiter = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self.write_waiter = self.write_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        for event in conn.events_received():
+            if type(event) is Frame:
+                self._frame(event)
+            elif isinstance(event, Request):
+                self._handshake(event)
+        if conn.parser_exc is not None:
+            # Oversized frame (1009), protocol error (1002): websockets queued the close frame.
+            self._flush()
+            self._closed_by_parser()
+            return
+        if conn.writes:  # pongs, the answer to a close frame
+            self._flush()
+            if conn.close_rcvd is not None and not self.close_sent:
+                self.transport.close()  # the peer closed first: our answer is written, done
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping (after the drain): close what is still open with 1012."""
+        if self.close_sent or self.disconnected:
+            self.transport.close()
+            return
+        if self.accepted:
+            self._push({"type": "websocket.disconnect", "code": 1012})
+            try:
+                self.conn.send_close(1012)
+                self._flush()
+            except InvalidState:
+                pass
+        else:
+            self._respond(500, {"error": "shutting_down", "detail": "server is shutting down"})
+        self.transport.close()
+
+    # ------------------------------------------------------------------ inbound
+
+    def _handshake(self, request: Request) -> None:
+        response = self.conn.accept(request)
+        if response.status_code != 101:  # not a valid upgrade (websockets says why, in text)
+            self._send_response(response)
+            return
+        path, _, query = request.path.partition("?")
+        if path != PATH:
+            self._respond(404, {"error": "not_found", "detail": f"no WebSocket endpoint at {path[:128]!r}"})
+            return
+        self.query_params = dict(parse_qsl(query))
+        self.headers = request.headers
+        self._pending_response = response
+        task = self.loop.create_task(self._run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self) -> None:
+        try:
+            await self.gateway.endpoint(self)
+        except Exception:
+            log.exception("WebSocket endpoint failed")
+            if not self.accepted and not self.close_sent:
+                self._respond(500, {"error": "internal_error", "detail": "internal error"})
+        if self.close_timer is None and not self.disconnected:
+            self.transport.close()
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            self._binary = opcode is Opcode.BINARY
+            if not frame.fin:
+                self._frames = [frame.data]
+                return
+            data = frame.data
+        elif opcode is Opcode.CONT:
+            if self._frames is None:
+                return  # websockets rejects a stray continuation before we see one
+            self._frames.append(frame.data)
+            if not frame.fin:
+                return
+            data, self._frames = b"".join(self._frames), None
+        elif opcode is Opcode.CLOSE:
+            if not self.close_sent and not self.disconnected:
+                rcvd = self.conn.close_rcvd
+                self.disconnected = True
+                self._push({"type": "websocket.disconnect", "code": rcvd.code if rcvd else 1005,
+                            "reason": rcvd.reason if rcvd else ""})
+            elif self.close_sent:
+                self.transport.close()  # the peer answered our close: handshake complete
+            return
+        else:
+            return  # ping (websockets queued the pong) and pong
+        if self.close_sent:
+            return  # past our close frame: read on only for the peer's answer
+        if self._binary:
+            self._push({"type": "websocket.receive", "bytes": bytes(data)})
+            return
+        try:
+            text = bytes(data).decode()
+        except UnicodeDecodeError:
+            self.conn.fail(1007, "invalid UTF-8")
+            self._flush()
+            self._closed_by_parser()
+            return
+        self._push({"type": "websocket.receive", "text": text})
+
+    def _push(self, message: dict) -> None:
+        if self.inbox is None:
+            self.inbox = [message]  # a list made per message: an idle socket holds none
+        else:
+            self.inbox.append(message)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if message["type"] == "websocket.receive" and not self.read_paused and not self.disconnected:
+            self.read_paused = True  # one unread message at a time, as uvicorn does
+            self.transport.pause_reading()
+
+    def _closed_by_parser(self) -> None:
+        sent = self.conn.close_sent
+        self.close_sent = True
+        if not self.disconnected:
+            self.disconnected = True
+            self._push({"type": "websocket.disconnect", "code": sent.code if sent else 1006,
+                        "reason": sent.reason if sent else ""})
+        self.transport.close()
+
+    # ------------------------------------------------------------------ what the gateway calls
+
+    async def accept(self, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        response, self._pending_response = self._pending_response, None
+        self.headers = None  # read before accept; ~3 KB per socket if kept
+        for name, value in headers or ():
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        if self.disconnected or self.transport.is_closing():
+            raise WebSocketDisconnect(1006)
+        self.accepted = True
+        self._send_response(response, close=False)
+        _forget_request(self.conn)
+        log.info('%s - "WebSocket %s" [accepted]', _peer(self.transport), PATH)
+
+    async def send_denial_response(self, response) -> None:
+        """A refusal before accept (§2.1): the gateway's JSONResponse as the HTTP answer."""
+        self.headers = None
+        self._pending_response = None
+        headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers)
+        self._send_response(_response(response.status_code, headers, bytes(response.body)))
+
+    async def receive(self) -> dict:
+        inbox = self.inbox
+        while not inbox:
+            if self.disconnected:
+                return {"type": "websocket.disconnect", "code": 1006}
+            waiter = self.waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+            inbox = self.inbox
+        message = inbox.pop(0)
+        if not inbox:
+            self.inbox = None
+        if self.read_paused and not inbox:
+            self.read_paused = False
+            if not self.disconnected:
+                self.transport.resume_reading()
+        return message
+
+    async def send_text(self, text: str) -> None:
+        while self.write_waiter is not None and not self.disconnected:
+            await self.write_waiter
+        if self.disconnected:
+            raise WebSocketDisconnect(1006)
+        if self.close_sent:
+            raise RuntimeError('Cannot call "send" once a close message has been sent.')
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:
+            raise WebSocketDisconnect(1006) from None
+        self._flush()
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if not self.accepted:  # before accept: a plain 403, as ASGI servers answer a close
+            self._respond(403, {"error": "forbidden", "detail": "connection refused"})
+            return
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.close_sent = True
+        self._push({"type": "websocket.disconnect", "code": code, "reason": reason or ""})
+        try:
+            self.conn.send_close(code, reason or "")
+        except InvalidState:
+            pass
+        self._flush()
+        if self.read_paused:  # read on, for the peer's close frame
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self.transport.close)
+
+    # ------------------------------------------------------------------ output
+
+    def _flush(self) -> None:
+        writes = self.conn.data_to_send()
+        if writes and not self.transport.is_closing():
+            self.transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+
+    def _send_response(self, response: Response, close: bool = True) -> None:
+        self.conn.send_response(response)
+        self._flush()
+        if close:
+            self.close_sent = True
+            self.disconnected = True
+            self.transport.close()
+
+    def _respond(self, status: int, body: dict) -> None:
+        import orjson
+
+        headers = Headers([("Content-Type", "application/json")])
+        self._send_response(_response(status, headers, orjson.dumps(body)))
+
+
+def _response(status: int, headers: Headers, body: bytes) -> Response:
+    headers.setdefault("Date", email.utils.formatdate(usegmt=True))
+    headers.setdefault("Connection", "close")
+    headers.setdefault("Content-Length", str(len(body)))
+    headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return Response(status, phrase, headers, body)
+
+
+def _forget_request(conn: ServerProtocol) -> None:
+    """Restart websockets' frame parser once the handshake is over.
+
+    `ServerProtocol.parse` is one generator for the socket's whole life: it parses the request,
+    then `yield from`s the frame parser, so its frame keeps the parsed request (every header,
+    ~2.6 KB per socket) until the socket closes. Right after the 101 the frame parser holds no
+    state of its own (it waits for the first byte of a frame in the shared reader), so a fresh
+    one is equivalent; with bytes already buffered (a client that did not wait for the 101)
+    the old one is kept.
+    """
+    if conn.reader.buffer or conn.state is not State.OPEN:
+        return
+    parser = Protocol.parse(conn)
+    next(parser)
+    conn.parser = parser
+
+
+def _peer(transport) -> str:
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "-"
+
+
+def protocol_class(gateway) -> type[StreamProtocol]:
+    """The class to pass to uvicorn as `ws=`, bound to the app's gateway."""
+    return type("StreamProtocol", (StreamProtocol,), {"gateway": gateway, "__slots__": ()})

@@ -1,0 +1,128 @@
+"""The `/v1/stream` transport (microadjust/transport.py) against a real server and real clients:
+what it does beyond the gateway's own tests (test_gateway.py covers 1003, 1009, 403 refusals)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
+
+from microadjust.transport import StreamProtocol
+
+from .helpers import DEMO_RULES, closed_with, connect, hello, hover, ids, make_settings, recv, send, until
+
+
+@pytest.fixture
+def server(live_server, tmp_path):
+    return live_server(make_settings(tmp_path, rules_file=DEMO_RULES))
+
+
+def open_sockets(server) -> list[StreamProtocol]:
+    return [c for c in server._server.uvicorn.server_state.connections if isinstance(c, StreamProtocol)]
+
+
+async def raw_request(server, request: bytes) -> bytes:
+    host, port = server.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return data
+
+
+async def test_upgrade_to_another_path_is_answered_404_with_json(server):
+    with pytest.raises(InvalidStatus) as caught:
+        async with ws_connect(server.replace("http://", "ws://") + "/v1/other", origin="http://page.test"):
+            pass
+    assert caught.value.response.status_code == 404
+    body = json.loads(caught.value.response.body)
+    assert body == {"error": "not_found", "detail": "no WebSocket endpoint at '/v1/other'"}
+    assert caught.value.response.headers["Content-Type"] == "application/json"
+
+
+async def test_upgrade_without_a_websocket_key_is_answered_400(server):
+    data = await raw_request(server, b"GET /v1/stream?site=demo&v=1 HTTP/1.1\r\nHost: x\r\nOrigin: http://page.test\r\n"
+                                     b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), data
+    assert b"Sec-WebSocket-Key" in body
+
+
+async def test_fragmented_messages_are_put_together(server):
+    vid, sid = ids()
+    async with connect(server) as ws:
+        text = json.dumps(hello(vid, sid))
+        await ws.send([text[:10], text[10:30], text[30:]])  # three frames: TEXT, CONT, CONT(fin)
+        assert (await recv(ws))["t"] == "welcome"
+        batch = json.dumps({"t": "events", "seq": 1, "events": [hover("p2")]})
+        await ws.send([batch[:5], batch[5:]])
+        assert await until(ws, "ack") == {"t": "ack", "seq": 1}
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_1007(server):
+    vid, sid = ids()
+    async with connect(server) as ws:
+        await send(ws, hello(vid, sid))
+        await recv(ws)
+        await ws.send(b'{"t":"ping","x":"\xff"}', text=True)
+        code, _ = await closed_with(ws)
+        assert code == 1007
+
+
+async def test_websocket_pings_are_answered(server):
+    vid, sid = ids()
+    async with connect(server) as ws:
+        await send(ws, hello(vid, sid))
+        await recv(ws)
+        latency = await asyncio.wait_for(await ws.ping(), 5)
+        assert latency >= 0
+        await send(ws, {"t": "ping"})
+        assert await recv(ws) == {"t": "pong"}
+
+
+async def test_messages_sent_back_to_back_are_all_read_in_order(server):
+    """Reading pauses while a message is unread; nothing is lost or reordered meanwhile."""
+    vid, sid = ids()
+    async with connect(server) as ws:
+        await send(ws, hello(vid, sid))
+        await recv(ws)
+        for seq in range(1, 31):
+            await send(ws, {"t": "events", "seq": seq, "events": [hover(f"p{1 + seq % 8}", phase="end", dur=100)]})
+        acks = []
+        while len(acks) < 30:
+            msg = await recv(ws)
+            if msg["t"] == "ack":
+                acks.append(msg["seq"])
+        assert acks == list(range(1, 31))
+
+
+async def test_an_open_socket_keeps_neither_the_upgrade_request_nor_a_receive_buffer(server):
+    vid, sid = ids()
+    async with connect(server) as ws:
+        await send(ws, hello(vid, sid))
+        await recv(ws)
+        await send(ws, {"t": "ping"})
+        await recv(ws)
+        [sock] = open_sockets(server)
+        assert sock.headers is None and sock.inbox is None and sock.accepted
+        # websockets' parser generator kept the parsed request (all headers) for the socket's life
+        # until transport._forget_request restarted it after the 101; frames still parse (above).
+        assert "request" not in sock.conn.parser.gi_frame.f_locals
+
+
+async def test_a_socket_the_client_closes_is_forgotten(server):
+    vid, sid = ids()
+    ws = await connect(server)
+    await send(ws, hello(vid, sid))
+    await recv(ws)
+    assert len(open_sockets(server)) == 1
+    await ws.close(1001, "going away")
+    for _ in range(100):
+        if not open_sockets(server):
+            break
+        await asyncio.sleep(0.02)
+    assert open_sockets(server) == []
