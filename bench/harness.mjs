@@ -27,6 +27,7 @@ const opt = (name, dflt) => {
 };
 const QUICK = has("--quick");
 const ALL_SCENARIOS = ["throughput", "latency", "idle", "redis", "pixel"];
+const BENCH_LIMITS = ["--limit", "rate_per_s=100000", "--limit", "rate_burst=100000"];
 const ALL_SERVERS = ["node", "microadjust", "socketio", "uvicorn"];
 const scenarios = opt("scenarios", ALL_SCENARIOS.join(",")).split(",").filter(Boolean);
 const servers = opt("servers", ALL_SERVERS.join(",")).split(",").filter(Boolean);
@@ -180,10 +181,13 @@ const SERVERS = {
   },
   microadjust: {
     label: "microadjust", proto: "ws",
-    // Defaults except where the bench must differ: its own port, and the event log written to a
-    // scratch directory (removed after the run) instead of ./data.
+    // Defaults except where the bench must differ: its own port, the event log written to a
+    // scratch directory (removed after the run) instead of ./data, and the per-socket rate limit
+    // (20 messages/s, abuse protection: a tracker sends ~2/s) raised, because a closed-loop bench
+    // socket sends as fast as it is answered (100+/s) and the limit would cap the throughput
+    // scenario instead of the server. The check itself still runs on every message.
     cmd: (p, extra = []) => [path.join(VENV, "microadjust"), "serve", "--demo", "--host", "127.0.0.1", "--port", String(p),
-      "--data-dir", scratchDir(p), ...extra],
+      "--data-dir", scratchDir(p), ...BENCH_LIMITS, ...extra],
     available: () => (microadjustHelp() ? null : "`.venv/bin/microadjust serve --help` does not run yet"),
   },
 };

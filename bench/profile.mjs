@@ -47,7 +47,8 @@ function serverCmd(port) {
   if (serverKey === "microadjust") {
     const dir = path.join(RESULTS, "scratch", `profile-${port}`);
     fs.mkdirSync(dir, { recursive: true });
-    return [path.join(VENV, "microadjust"), "serve", "--demo", "--host", "127.0.0.1", "--port", String(port), "--data-dir", dir, ...redisArgs];
+    return [path.join(VENV, "microadjust"), "serve", "--demo", "--host", "127.0.0.1", "--port", String(port), "--data-dir", dir,
+      "--limit", "rate_per_s=100000", "--limit", "rate_burst=100000", ...redisArgs];  // as bench/harness.mjs
   }
   if (serverKey === "uvicorn") return [path.join(VENV, "uvicorn"), "--app-dir", "bench/peers", "starlette_peer:app", "--host", "127.0.0.1", "--port", String(port)];
   if (serverKey.startsWith("exp:")) {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -179,7 +180,7 @@ def build_settings(args) -> Settings:
         redis_url=args.redis or os.environ.get("MICROADJUST_REDIS_URL") or None,
         redis_cluster=args.redis_cluster,
         workers=args.workers,
-        limits=Limits(drain_timeout_s=args.drain_timeout),
+        limits=Limits(**{"drain_timeout_s": args.drain_timeout, **dict(args.limit or ())}),
     )
 
 
@@ -271,6 +272,8 @@ def parser() -> argparse.ArgumentParser:
                    help="N processes sharing the port (SO_REUSEPORT), each a full peer; N > 1 needs --redis")
     s.add_argument("--drain-timeout", type=_seconds, default=Limits.drain_timeout_s, metavar="S",
                    help="on SIGTERM: close sockets with 4010, flush writes and exit within S seconds (default 10)")
+    s.add_argument("--limit", action="append", type=_limit, metavar="NAME=VALUE",
+                   help="override one limit of docs/SERVER.md 'Limits' (repeatable), e.g. rate_per_s=50")
     s.add_argument("--log-format", choices=logs.FORMATS, default=None,
                    help="json (one object per line; the default when stderr is not a terminal) or text")
     s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by --workers
@@ -291,6 +294,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: at least 1")
     return value
+
+
+def _limit(text: str) -> tuple[str, float | int]:
+    """`NAME=VALUE` for one field of Limits, typed like its default and positive."""
+    name, sep, raw = text.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    if not sep or name not in fields:
+        known = ", ".join(sorted(fields))
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE with NAME one of {known}")
+    kind = type(fields[name].default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: {raw!r} is not a {'whole number' if kind is int else 'number'}") from None
+    if not value > 0 and not (name == "tick_ms" and value == 0):  # tick_ms 0 turns ticks off
+        raise argparse.ArgumentTypeError(f"{name}: {raw!r} must be above 0")
+    return name, value
 
 
 def _seconds(text: str) -> float:

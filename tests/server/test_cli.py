@@ -49,6 +49,32 @@ def test_serve_refuses_bad_configuration_with_a_clear_message(capsys, args, mess
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("limit, message", [
+    ("rate_per_s=fast", "rate_per_s: 'fast' is not a number"),
+    ("max_batch=1.5", "max_batch: '1.5' is not a whole number"),
+    ("rate_burst=0", "rate_burst: '0' must be above 0"),
+    ("speed=1", "'speed=1': expected NAME=VALUE with NAME one of bad_message_budget,"),
+    ("max_frame=10", "limits.max_frame: at least 1024 bytes"),
+])
+def test_serve_refuses_a_bad_limit_naming_it(capsys, limit, message):
+    try:
+        code = main(["serve", "--demo", "--port", "1", "--limit", limit])
+    except SystemExit as exc:  # argparse's own error exit
+        code = exc.code
+    assert code in (1, 2)
+    assert message in capsys.readouterr().err
+
+
+def test_limits_given_on_the_command_line_reach_the_settings():
+    from microadjust.cli import build_settings, parser
+
+    args = parser().parse_args(["serve", "--demo", "--limit", "rate_per_s=500", "--limit", "rate_burst=1000",
+                                 "--limit", "tick_ms=0", "--drain-timeout", "3"])
+    limits = build_settings(args).limits
+    assert (limits.rate_per_s, limits.rate_burst, limits.tick_ms, limits.drain_timeout_s) == (500.0, 1000, 0, 3.0)
+    assert isinstance(limits.rate_burst, int) and isinstance(limits.rate_per_s, float)
+
+
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "microadjust", "rules", "validate", str(DEMO_RULES)],
                          capture_output=True, text=True, timeout=30)
