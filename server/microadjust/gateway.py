@@ -34,6 +34,7 @@ from .rulebook import Rulebook
 from .settings import Settings
 from .store import Store
 from .store.redis import StoreUnavailable
+from .transport import StreamProtocol
 
 log = logging.getLogger("microadjust.gateway")
 
@@ -70,22 +71,27 @@ class Stats:
         self.sessions: OrderedDict[str, int] = OrderedDict()
         self.max_sessions = max_sessions
 
-    def stored(self, sid: str, n: int, kinds: list[str]) -> None:
+    def stored(self, sid: str, events: list[dict[str, Any]]) -> None:
+        n = len(events)
         self.events += n
         self.sessions[sid] = self.sessions.get(sid, 0) + n
         self.sessions.move_to_end(sid)
         while len(self.sessions) > self.max_sessions:
             self.sessions.popitem(last=False)
-        for k in kinds:
-            metrics.EVENTS.labels(k).inc()
+        counts: dict[str, int] = {}
+        for e in events:
+            k = e["k"]
+            counts[k] = counts.get(k, 0) + 1
+        for k, c in counts.items():  # one counter update per kind, not per event
+            metrics.labelled(metrics.EVENTS, k).inc(c)
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        metrics.REJECTED_FRAMES.labels(reason).inc()
+        metrics.labelled(metrics.REJECTED_FRAMES, reason).inc()
 
     def applied(self, report: P.Applied) -> None:
         self.reports[report.status] = self.reports.get(report.status, 0) + 1
-        metrics.PATCH_REPORTS.labels(report.status).inc()
+        metrics.labelled(metrics.PATCH_REPORTS, report.status).inc()
         if report.ms is None or report.status not in ("applied", "delegated"):
             return
         ms = float(report.ms)
@@ -174,7 +180,7 @@ class Ingest:
                 raise CommitFailed(str(exc)) from None
             if ok:
                 if fresh:
-                    self.stats.stored(sid, len(fresh), [e["k"] for e in fresh])
+                    self.stats.stored(sid, fresh)
                 return IngestResult(ack=ack, messages=messages, stored=len(fresh))
         raise CommitFailed(f"session {sid}: {self.retries} compare-and-set conflicts in a row")
 
@@ -473,10 +479,15 @@ class Gateway:
 
     async def _receive(self, conn: Connection, timeout: float) -> Any:
         """The next frame, decoded; None after a close it already sent. Raises TimeoutError."""
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every receive in a task of
-        # its own (CPU per frame, and memory per idle socket: docs/PERFORMANCE.md).
-        async with asyncio.timeout(timeout):
-            message = await conn.ws.receive()
+        ws = conn.ws
+        if isinstance(ws, StreamProtocol):
+            # Our transport keeps one lazily re-armed timer per socket (transport.receive).
+            message = await ws.receive(ws.loop.time() + timeout)
+        else:
+            # Another ASGI server. asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps
+            # every receive in a task of its own (CPU per frame, memory per idle socket).
+            async with asyncio.timeout(timeout):
+                message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         text = message.get("text")
@@ -666,7 +677,7 @@ class Gateway:
                     self.stats.patches += 1
                 else:
                     self.stats.reverts += 1
-                metrics.PATCHES.labels(msg["t"]).inc()
+                metrics.labelled(metrics.PATCHES, msg["t"]).inc()
             if self.bus is None:
                 self.outbox.record(vid, sid, messages)
             else:

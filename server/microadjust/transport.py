@@ -11,7 +11,7 @@ same parser, limits and close handshake as before) and is itself the `ws` object
 `send_text`, `close`: the subset of Starlette's `WebSocket` the gateway uses, same semantics).
 What it bought is in docs/PERFORMANCE.md ("Transport").
 
-Behaviour kept from uvicorn's class: one unread message pauses reading (backpressure: a client
+Behaviour kept from uvicorn's class: an unread message pauses reading (backpressure: a client
 cannot pile frames into the server's memory faster than the gateway reads them); a close frame
 from the peer is answered and ends the socket; after our close frame the socket stays open up to
 `CLOSE_TIMEOUT_S` for the peer's answer; a frame over `ws_max_size` closes 1009, invalid UTF-8
@@ -54,7 +54,7 @@ class StreamProtocol(asyncio.Protocol):
     __slots__ = (
         "loop", "connections", "tasks", "max_size", "transport", "conn", "query_params", "headers",
         "inbox", "waiter", "read_paused", "write_waiter", "accepted", "close_sent", "disconnected",
-        "close_timer", "_frames", "_binary", "_pending_response",
+        "close_timer", "_frames", "_binary", "_pending_response", "deadline", "timer",
     )
 
     def __init__(self, config, server_state, app_state=None, _loop=None) -> None:
@@ -77,6 +77,8 @@ class StreamProtocol(asyncio.Protocol):
         self._frames: list[bytes] | None = None  # a fragmented message being put together
         self._binary = False
         self._pending_response: Response | None = None  # the 101, from the handshake to accept()
+        self.deadline = 0.0  # receive(deadline=...): when the current wait times out (loop time)
+        self.timer: asyncio.TimerHandle | None = None  # fires at or before `deadline`
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -92,6 +94,9 @@ class StreamProtocol(asyncio.Protocol):
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         # asyncio never resumes writing on a transport lost while paused: wake the writer here.
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
@@ -220,9 +225,12 @@ class StreamProtocol(asyncio.Protocol):
             self.inbox.append(message)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if message["type"] == "websocket.receive" and not self.read_paused and not self.disconnected:
-            self.read_paused = True  # one unread message at a time, as uvicorn does
+            waiter.set_result(None)  # taken at once: no need to stop reading
+        elif message["type"] == "websocket.receive" and not self.read_paused and not self.disconnected:
+            # Backpressure: a message nobody waits for stops reading until it is taken (at most
+            # two are ever held: one handed to a waiting reader, one waiting for it). uvicorn
+            # pauses on every message; pausing only here saves two epoll_ctl calls per message.
+            self.read_paused = True
             self.transport.pause_reading()
 
     def _closed_by_parser(self) -> None:
@@ -255,12 +263,26 @@ class StreamProtocol(asyncio.Protocol):
         headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers)
         self._send_response(_response(response.status_code, headers, bytes(response.body)))
 
-    async def receive(self) -> dict:
+    async def receive(self, deadline: float | None = None) -> dict:
+        """The next message (ASGI-style dict, as Starlette's `receive`). With `deadline` (loop
+        time), raises TimeoutError if none has come by then; a message that arrives later is
+        kept for the next call.
+
+        The gateway waits with a deadline on every frame. `asyncio.timeout` would make and
+        cancel a timer per frame; here one timer per socket is armed when a wait needs it and,
+        when it fires early (the deadline moved on meanwhile), re-armed for the new deadline:
+        about one timer per heartbeat or tick period instead of one per frame."""
         inbox = self.inbox
         while not inbox:
             if self.disconnected:
                 return {"type": "websocket.disconnect", "code": 1006}
             waiter = self.waiter = self.loop.create_future()
+            if deadline is not None:
+                self.deadline = deadline
+                if self.timer is None or self.timer.when() > deadline:
+                    if self.timer is not None:
+                        self.timer.cancel()
+                    self.timer = self.loop.call_at(deadline, self._expire)
             try:
                 await waiter
             finally:
@@ -274,6 +296,16 @@ class StreamProtocol(asyncio.Protocol):
             if not self.disconnected:
                 self.transport.resume_reading()
         return message
+
+    def _expire(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait arms a timer again
+        if self.loop.time() >= self.deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self.timer = self.loop.call_at(self.deadline, self._expire)
 
     async def send_text(self, text: str) -> None:
         while self.write_waiter is not None and not self.disconnected:

@@ -126,3 +126,52 @@ async def test_a_socket_the_client_closes_is_forgotten(server):
             break
         await asyncio.sleep(0.02)
     assert open_sockets(server) == []
+
+
+class _Transport:
+    """Just enough of an asyncio transport for StreamProtocol's receive path."""
+
+    def __init__(self) -> None:
+        self.paused = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _protocol() -> StreamProtocol:
+    from types import SimpleNamespace
+
+    proto = StreamProtocol(SimpleNamespace(ws_max_size=65536), SimpleNamespace(connections=set(), tasks=set()))
+    proto.connection_made(_Transport())
+    return proto
+
+
+async def test_receive_times_out_at_its_deadline_and_keeps_a_later_message():
+    proto = _protocol()
+    loop = asyncio.get_running_loop()
+    with pytest.raises(TimeoutError):
+        await proto.receive(loop.time() + 0.05)
+    proto._push({"type": "websocket.receive", "text": "late"})
+    assert proto.transport.paused  # nobody was waiting: reading stops until it is taken
+    assert await proto.receive(loop.time() + 0.05) == {"type": "websocket.receive", "text": "late"}
+    assert not proto.transport.paused and proto.inbox is None
+
+
+async def test_a_moved_deadline_is_honoured_by_the_one_timer():
+    proto = _protocol()
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(proto.receive(loop.time() + 0.05))
+    await asyncio.sleep(0.01)
+    proto._push({"type": "websocket.receive", "text": "a"})  # handed to the waiting reader
+    assert (await first)["text"] == "a" and not proto.transport.paused
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        await proto.receive(start + 0.2)  # the timer armed for the first wait fires early, re-arms
+    assert loop.time() - start >= 0.19
+    assert proto.timer is None
