@@ -55,7 +55,10 @@ def live_server():
 
         def run() -> None:
             try:
-                asyncio.run(server.serve())
+                # The event loop `microadjust serve` runs on (uvloop when installed, as uvicorn's
+                # loop="auto" picks), so the tests exercise the transport on the production loop.
+                with asyncio.Runner(loop_factory=server.uvicorn.config.get_loop_factory()) as runner:
+                    runner.run(server.serve())
             except BaseException as exc:  # surfaced by the readiness wait below
                 errors.append(exc)
 

@@ -90,20 +90,30 @@ def _join(path: str, name: str) -> str:
 # ---------------------------------------------------------------- scalar checks
 # Each takes the container, the field name and the container's path; `required` fields raise
 # when absent, optional ones return None. The messages mirror the schema keywords.
+#
+# These are the reference checks. The event checkers below, which run for every event of every
+# batch, first test the common well-formed value inline (exact type, in range) and call these
+# only when that test fails: the call then raises the very error it always raised, or returns
+# the value it always returned (an integral float as int). An inline test therefore accepts a
+# subset of what its reference check accepts, never more, and yields the same value.
 
 
 def _get(obj: dict, name: str, path: str, required: bool) -> Any:
     if name in obj:
         return obj[name]
+    return _absent(path, name, required)
+
+
+def _absent(path: str, name: str, required: bool) -> None:
     if required:
         raise _bad(_join(path, name), "required")
     return None
 
 
 def _int(obj: dict, name: str, path: str, lo: int, hi: int = MAX_INT, required: bool = True) -> int | None:
-    x = _get(obj, name, path, required)
-    if x is None and name not in obj:
-        return None
+    if name not in obj:
+        return _absent(path, name, required)
+    x = obj[name]
     # JSON has one number type: 3.0 is the integer 3 (as in JSON Schema's "integer").
     if type(x) is float and x.is_integer():
         x = int(x)
@@ -113,18 +123,18 @@ def _int(obj: dict, name: str, path: str, lo: int, hi: int = MAX_INT, required: 
 
 
 def _num(obj: dict, name: str, path: str, lo: float, hi: float, required: bool = True) -> float | int | None:
-    x = _get(obj, name, path, required)
-    if x is None and name not in obj:
-        return None
+    if name not in obj:
+        return _absent(path, name, required)
+    x = obj[name]
     if type(x) not in (int, float) or not (lo <= x <= hi):
         raise _bad(_join(path, name), f"expected number {lo:g}..{hi:g}")
     return x
 
 
 def _str(obj: dict, name: str, path: str, lo: int, hi: int, required: bool = True) -> str | None:
-    x = _get(obj, name, path, required)
-    if x is None and name not in obj:
-        return None
+    if name not in obj:
+        return _absent(path, name, required)
+    x = obj[name]
     if type(x) is not str or not (lo <= len(x) <= hi):
         raise _bad(_join(path, name), f"expected string of {lo}..{hi} characters")
     return x
@@ -138,9 +148,9 @@ def _pattern(obj: dict, name: str, path: str, rx: re.Pattern, what: str) -> str:
 
 
 def _enum(obj: dict, name: str, path: str, values: tuple, required: bool = True) -> Any:
-    x = _get(obj, name, path, required)
-    if x is None and name not in obj:
-        return None
+    if name not in obj:
+        return _absent(path, name, required)
+    x = obj[name]
     if type(x) is not str or x not in values:
         raise _bad(_join(path, name), "expected one of " + ", ".join(values))
     return x
@@ -161,10 +171,23 @@ def _object(x: Any, path: str) -> dict:
     return x
 
 
+def _plain_tags(x: Any) -> bool:
+    """The inline test of `_tags`: a list of at most 16 strings of at most 64 characters."""
+    if type(x) is not list or len(x) > 16:
+        return False
+    for tag in x:
+        if type(tag) is not str or len(tag) > 64:
+            return False
+    return True
+
+
 def _tags(obj: dict, path: str) -> list[str] | None:
     if "tags" not in obj:
         return None
     x = obj["tags"]
+    if _plain_tags(x):
+        return x
+    # Refused: name the offending path (only now, so a good list costs no string building).
     p = _join(path, "tags")
     if type(x) is not list or len(x) > 16:
         raise _bad(p, "expected array of at most 16 tags")
@@ -178,16 +201,61 @@ def _tags(obj: dict, path: str) -> list[str] | None:
 
 
 def _element(ev: dict, path: str, out: dict) -> None:
-    for name in ("item", "slot"):
-        v = _str(ev, name, path, 1, 128, required=False)
-        if v is not None:
-            out[name] = v
-    el = _str(ev, "el", path, 0, 128, required=False)
-    if el is not None:
-        out["el"] = el
-    tags = _tags(ev, path)
+    # Unrolled, with inline tests (see "scalar checks"): this runs for most events.
+    if "item" in ev:
+        x = ev["item"]
+        if type(x) is not str or not 0 < len(x) <= 128:
+            x = _str(ev, "item", path, 1, 128)
+        out["item"] = x
+    if "slot" in ev:
+        x = ev["slot"]
+        if type(x) is not str or not 0 < len(x) <= 128:
+            x = _str(ev, "slot", path, 1, 128)
+        out["slot"] = x
+    if "el" in ev:
+        x = ev["el"]
+        if type(x) is not str or len(x) > 128:
+            x = _str(ev, "el", path, 0, 128)
+        out["el"] = x
+    if "tags" in ev:
+        x = ev["tags"]
+        out["tags"] = x if _plain_tags(x) else _tags(ev, path)
+
+
+def _view_item(it: Any, path: str) -> dict[str, Any]:
+    it = _object(it, path)
+    entry = {"key": _str(it, "key", path, 1, 128)}
+    tags = _tags(it, path)
     if tags is not None:
-        out["tags"] = tags
+        entry["tags"] = tags
+    slot = _str(it, "slot", path, 1, 128, required=False)
+    if slot is not None:
+        entry["slot"] = slot
+    return entry
+
+
+def _plain_view_item(it: Any) -> dict[str, Any] | None:
+    """`_view_item` for a well-formed item, without a path; None for anything it would look into.
+
+    A view lists up to 200 items: this saves formatting a path and five calls for each.
+    """
+    if type(it) is not dict:
+        return None
+    key = it.get("key")
+    if type(key) is not str or not 0 < len(key) <= 128:
+        return None
+    entry = {"key": key}
+    if "tags" in it:
+        tags = it["tags"]
+        if not _plain_tags(tags):
+            return None
+        entry["tags"] = tags
+    if "slot" in it:
+        slot = it["slot"]
+        if type(slot) is not str or not 0 < len(slot) <= 128:
+            return None
+        entry["slot"] = slot
+    return entry
 
 
 def _view(ev: dict, path: str, out: dict) -> None:
@@ -202,47 +270,61 @@ def _view(ev: dict, path: str, out: dict) -> None:
             raise _bad(p, "expected array of at most 200 items")
         clean = []
         for i, it in enumerate(items):
-            ip = f"{p}[{i}]"
-            it = _object(it, ip)
-            entry = {"key": _str(it, "key", ip, 1, 128)}
-            tags = _tags(it, ip)
-            if tags is not None:
-                entry["tags"] = tags
-            slot = _str(it, "slot", ip, 1, 128, required=False)
-            if slot is not None:
-                entry["slot"] = slot
-            clean.append(entry)
+            entry = _plain_view_item(it)
+            clean.append(entry if entry is not None else _view_item(it, f"{p}[{i}]"))
         out["items"] = clean
     via = _enum(ev, "via", path, VIEW_VIA, required=False)
     if via is not None:
         out["via"] = via
 
 
+# hover, scroll, dwell and click are nearly every event the tracker sends: their fields are
+# tested inline, with the reference check as the fallback (see "scalar checks"). A missing
+# required field reads as None, fails the inline test, and the reference check says "required".
+
+
 def _hover(ev: dict, path: str, out: dict) -> None:
     _element(ev, path, out)
-    out["dur"] = _int(ev, "dur", path, 0)
-    out["phase"] = _enum(ev, "phase", path, ("intent", "end"))
+    x = ev.get("dur")
+    if type(x) is not int or not 0 <= x <= MAX_INT:
+        x = _int(ev, "dur", path, 0)
+    out["dur"] = x
+    x = ev.get("phase")
+    if type(x) is not str or x not in HOVER_PHASE:
+        x = _enum(ev, "phase", path, HOVER_PHASE)
+    out["phase"] = x
 
 
 def _scroll(ev: dict, path: str, out: dict) -> None:
-    out["depth"] = _num(ev, "depth", path, 0, 100)
-    out["speed"] = _num(ev, "speed", path, 0, 1_000_000)
-    d = _enum(ev, "dir", path, ("up", "down"), required=False)
-    if d is not None:
-        out["dir"] = d
+    x = ev.get("depth")
+    if (type(x) is not int and type(x) is not float) or not 0 <= x <= 100:  # NaN fails the range too
+        x = _num(ev, "depth", path, 0, 100)
+    out["depth"] = x
+    x = ev.get("speed")
+    if (type(x) is not int and type(x) is not float) or not 0 <= x <= 1_000_000:
+        x = _num(ev, "speed", path, 0, 1_000_000)
+    out["speed"] = x
+    if "dir" in ev:
+        x = ev["dir"]
+        if type(x) is not str or x not in SCROLL_DIR:
+            x = _enum(ev, "dir", path, SCROLL_DIR)
+        out["dir"] = x
 
 
 def _dwell(ev: dict, path: str, out: dict) -> None:
     _element(ev, path, out)
-    out["ms"] = _int(ev, "ms", path, 0)
+    x = ev.get("ms")
+    if type(x) is not int or not 0 <= x <= MAX_INT:
+        x = _int(ev, "ms", path, 0)
+    out["ms"] = x
 
 
 def _click(ev: dict, path: str, out: dict) -> None:
     _element(ev, path, out)
-    for name in ("rage", "dead"):
-        b = _bool(ev, name, path)
-        if b is not None:
-            out[name] = b
+    if "rage" in ev:
+        out["rage"] = _bool(ev, "rage", path)
+    if "dead" in ev:
+        out["dead"] = _bool(ev, "dead", path)
 
 
 def _custom(ev: dict, path: str, out: dict) -> None:
@@ -265,6 +347,8 @@ def _custom(ev: dict, path: str, out: dict) -> None:
 
 
 VIEW_VIA = ("push", "replace", "pop", "hash", "bfcache")
+HOVER_PHASE = ("intent", "end")
+SCROLL_DIR = ("up", "down")
 FORM_EVENTS = ("focus", "blur", "change", "submit")
 
 
@@ -325,27 +409,43 @@ EVENT_KINDS = {
 }
 
 
+# "events[0]", "events[1]", ...: built once rather than formatted for every event of every batch.
+_EVENT_PATHS = tuple(f"events[{i}]" for i in range(256))
+
+
 def _events(msg: dict, max_batch: int) -> Batch:
-    seq = _int(msg, "seq", "", 1)
+    seq = msg.get("seq")
+    if type(seq) is not int or not 1 <= seq <= MAX_INT:
+        seq = _int(msg, "seq", "", 1)
     events = _get(msg, "events", "", True)
     if type(events) is not list or not (1 <= len(events) <= max_batch):
         raise _bad("events", f"expected array of 1..{max_batch} events")
+    n = len(events)
+    paths = _EVENT_PATHS if n <= len(_EVENT_PATHS) else [f"events[{i}]" for i in range(n)]
+    kinds = EVENT_KINDS
     clean: list[dict[str, Any]] = []
     unknown: list[tuple[str, str]] = []
     for i, ev in enumerate(events):
-        path = f"events[{i}]"
-        ev = _object(ev, path)
-        kind = _str(ev, "k", path, 1, 32)
-        ts = _int(ev, "ts", path, 0)
-        check = EVENT_KINDS.get(kind)
-        if check is None:
-            unknown.append((f"{path}.k", kind))
-            continue
+        path = paths[i]
+        if type(ev) is not dict:
+            _object(ev, path)  # raises
+        # Inline tests for the usual event (a known kind, an integer timestamp); anything else
+        # takes the reference checks, in the same order: `k` is judged before `ts`.
+        kind = ev.get("k")
+        ts = ev.get("ts")
+        check = kinds.get(kind) if type(kind) is str else None
+        if check is None or type(ts) is not int or not 0 <= ts <= MAX_INT:
+            kind = _str(ev, "k", path, 1, 32)
+            ts = _int(ev, "ts", path, 0)
+            check = kinds.get(kind)
+            if check is None:
+                unknown.append((f"{path}.k", kind))
+                continue
         out: dict[str, Any] = {"k": kind, "ts": ts}
         check(ev, path, out)
         out["seq"] = seq + i
         clean.append(out)
-    return Batch(seq=seq, events=clean, unknown=unknown, size=len(events))
+    return Batch(seq=seq, events=clean, unknown=unknown, size=n)
 
 
 # ---------------------------------------------------------------- messages
