@@ -129,10 +129,14 @@ async def test_a_socket_the_client_closes_is_forgotten(server):
 
 
 class _Transport:
-    """Just enough of an asyncio transport for StreamProtocol's receive path."""
+    """Just enough of an asyncio transport for StreamProtocol's receive and send paths."""
 
     def __init__(self) -> None:
         self.paused = False
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -175,3 +179,104 @@ async def test_a_moved_deadline_is_honoured_by_the_one_timer():
         await proto.receive(start + 0.2)  # the timer armed for the first wait fires early, re-arms
     assert loop.time() - start >= 0.19
     assert proto.timer is None
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 300, 65535, 65536, 70000])
+async def test_text_frames_are_written_as_websockets_would(size):
+    from websockets.frames import Frame, Opcode
+    from websockets.protocol import State
+
+    proto = _protocol()
+    proto.conn.state = State.OPEN
+    text = "é" * (size // 2) + "x" * (size % 2)
+    await proto.send_text(text)
+    assert bytes(proto.transport.written) == Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+def _masked(payload: bytes, opcode: int = 0x1, fin: bool = True, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
+    from websockets.frames import apply_mask
+
+    n = len(payload)
+    head = bytes((0x80 * fin | opcode,))
+    if n < 126:
+        head += bytes((0x80 | n,))
+    elif n < 65536:
+        head += bytes((0x80 | 126,)) + n.to_bytes(2, "big")
+    else:
+        head += bytes((0x80 | 127,)) + n.to_bytes(8, "big")
+    return head + mask + apply_mask(payload, mask)
+
+
+async def _raw_session(server):
+    """A raw socket past the upgrade and the hello: (reader, writer, welcome frame bytes)."""
+    import base64
+    import os
+
+    host, port = server.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16))
+    writer.write(b"GET /v1/stream?site=demo&v=1 HTTP/1.1\r\nHost: x\r\nOrigin: http://page.test\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    vid, sid = ids()
+    writer.write(_masked(json.dumps(hello(vid, sid)).encode()))
+    return reader, writer
+
+
+async def _read_frame(reader) -> tuple[int, bytes]:
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 5)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    return b0 & 0x0F, await reader.readexactly(n)
+
+
+async def test_frames_split_anyhow_across_packets_are_read_in_order(server):
+    reader, writer = await _raw_session(server)
+    assert json.loads((await _read_frame(reader))[1])["t"] == "welcome"
+    frames = b"".join(_masked(json.dumps({"t": "events", "seq": seq, "events": [hover("p1", phase="end", dur=100)]})
+                              .encode()) for seq in range(1, 9))
+    frames += _masked(json.dumps({"t": "ping", "pad": "x" * 300}).encode())  # 16-bit length
+    for cut in (1, 3, 7, 50, 130, len(frames)):  # a byte at a time, then bigger pieces
+        chunk, frames = frames[:cut], frames[cut:]
+        writer.write(chunk)
+        await writer.drain()
+        await asyncio.sleep(0.01)
+    writer.write(frames)
+    seen = []
+    while len(seen) < 9:
+        _, data = await _read_frame(reader)
+        msg = json.loads(data)
+        seen.append(msg.get("seq", msg["t"]) if msg["t"] in ("ack", "error") else msg["t"])
+    assert seen[:8] == list(range(1, 9)) and seen[8] in ("pong", "error")
+    writer.close()
+
+
+async def test_a_ping_between_text_frames_is_answered_by_websockets(server):
+    reader, writer = await _raw_session(server)
+    await _read_frame(reader)
+    writer.write(_masked(b"hi", opcode=0x9) + _masked(b'{"t":"ping"}'))
+    replies = [await _read_frame(reader), await _read_frame(reader)]
+    assert (0xA, b"hi") in replies and (0x1, b'{"t":"pong"}') in replies
+    writer.close()
+
+
+async def test_an_unmasked_client_frame_closes_1002(server):
+    reader, writer = await _raw_session(server)
+    await _read_frame(reader)
+    writer.write(b"\x81\x0c" + b'{"t":"ping"}')
+    opcode, data = await _read_frame(reader)
+    assert opcode == 0x8 and int.from_bytes(data[:2], "big") == 1002
+    writer.close()
+
+
+async def test_a_frame_announcing_more_than_the_limit_closes_1009_from_its_header(server):
+    reader, writer = await _raw_session(server)
+    await _read_frame(reader)
+    writer.write(b"\x81\xff" + (10 ** 9).to_bytes(8, "big") + b"\x00\x00\x00\x00")  # no payload sent
+    opcode, data = await _read_frame(reader)
+    assert opcode == 0x8 and int.from_bytes(data[:2], "big") == 1009
+    writer.close()
