@@ -18,7 +18,7 @@ import math
 
 from .features import Context, prime_tops
 from .patches import canonical_json, patch_id, patch_sig, rendered_patch_invalid, validate_patch
-from .profile import Update, apply_event, decayed, normalise, start_batch, top_of
+from .profile import Update, apply_event, normalise, r6, start_batch, top_after, top_of, top_raw
 from .rules import RuleSet, render_value
 
 TOP_FEATURES = (
@@ -57,8 +57,7 @@ def _sig(rule, patch: dict) -> str:
     return sig
 
 
-def _tops(work: dict, now: int, hl: int) -> dict:
-    return {kind: top_of(work["v"]["interest"][kind], now, hl) for kind, _, _ in TOP_FEATURES}
+TOP_KINDS = tuple(kind for kind, _, _ in TOP_FEATURES)
 
 
 def rank_page_items(work: dict, slot: str | None, now: int, hl: int, limit: int) -> list[str]:
@@ -68,26 +67,37 @@ def rank_page_items(work: dict, slot: str | None, now: int, hl: int, limit: int)
     slot items belong to, all of its items are.
     """
     items = work["s"]["page"]["items"]
-    if slot is not None and any(it.get("slot") == slot for it in items):
-        items = [it for it in items if it.get("slot") == slot]
+    if slot is not None:
+        for it in items:  # any() without a generator
+            if it.get("slot") == slot:
+                items = [it for it in items if it.get("slot") == slot]
+                break
     interest = work["v"]["interest"]
     item_table, tag_table = interest["item"], interest["tag"]
     # Items share tags: each tag's decayed score is worked out once per call (same value).
     tag_scores: dict = {}
     scored = []
+    pow_ = math.pow
     for i, it in enumerate(items):
         key = it["key"]
         entry = item_table.get(key)
         if entry:  # decayed() inlined: the same expressions, so the same floats
             score, t = entry
             dt = now - t
-            score = float(score) if dt <= 0 else score * math.pow(2.0, -dt / hl)
+            score = float(score) if dt <= 0 else score * pow_(2.0, -dt / hl)
         else:
             score = 0.0
         for tag in it.get("tags") or ():
             tag_score = tag_scores.get(tag)
             if tag_score is None:
-                tag_score = tag_scores[tag] = decayed(tag_table.get(tag), now, hl)
+                tag_entry = tag_table.get(tag)
+                if tag_entry:  # decayed() inlined, as above
+                    tag_score, t = tag_entry
+                    dt = now - t
+                    tag_score = float(tag_score) if dt <= 0 else tag_score * pow_(2.0, -dt / hl)
+                else:
+                    tag_score = 0.0
+                tag_scores[tag] = tag_score
             score += tag_score
         # r6 inlined: decayed() values are floats, so their sum needs no float().
         scored.append((-(round(score, 6) + 0.0), i, key))
@@ -98,6 +108,12 @@ def rank_page_items(work: dict, slot: str | None, now: int, hl: int, limit: int)
             seen.add(key)
             keys.append(key)
     return keys[:limit]
+
+
+def _cause(event: dict) -> int:
+    """The `cause` of a patch the event leads to: its seq, 0 without one."""
+    seq = event.get("seq")
+    return seq if isinstance(seq, int) else 0
 
 
 class _Batch:
@@ -202,7 +218,9 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
     capped = s["adj"] >= settings["max_adjustments"]
 
     update = Update()
-    tops_before = _tops(work, now, hl)
+    interest = work["v"]["interest"]
+    raw_before = {kind: top_raw(interest[kind], now, hl) for kind in TOP_KINDS}  # unrounded, for top_after
+    tops_before = {kind: (best, r6(score)) for kind, (best, score) in raw_before.items()}  # top_of()
     start_batch(work, update, now, bool(events))
     cause = 0
     ctx = None
@@ -213,9 +231,9 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
             if tags:
                 ev = dict(event, tags=tags)
         apply_event(work, ev, now, hl, update)
-        cause = event.get("seq", 0) if isinstance(event.get("seq"), int) else 0
         if capped:
-            continue
+            continue  # nothing proposed: only the last event's cause is read (below)
+        cause = _cause(event)
         rules = ruleset.event_rules(ev)
         if rules:
             # One context for the batch's events, with a fresh memo per event (the profile moved).
@@ -228,12 +246,19 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
                 if rule.when(ctx):
                     batch.propose(rule, ctx, cause)
 
+    if capped and events:
+        cause = _cause(events[-1])
     update.settle()
-    # A table no event touched is as it was: its top is the one already worked out.
-    tops_after = {
-        kind: top_of(work["v"]["interest"][kind], now, hl) if update.bumped(kind) else tops_before[kind]
-        for kind in tops_before
-    }
+    tops_after = {}
+    for kind, raw in raw_before.items():
+        touched = update.interest[kind]
+        if not touched and kind not in update.odd_kinds:
+            tops_after[kind] = tops_before[kind]  # a table no event touched is as it was
+        elif kind in update.odd_kinds or kind in update.evicted:
+            tops_after[kind] = top_of(interest[kind], now, hl)
+        else:
+            # Only the bumped entries moved (see top_after): they are looked at, not the table.
+            tops_after[kind] = top_after(interest[kind], raw, touched, now, hl)
     for kind, name, score_name in TOP_FEATURES:
         if tops_before[kind][0] != tops_after[kind][0]:
             update.changed.add(name)

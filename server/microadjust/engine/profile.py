@@ -66,6 +66,9 @@ def r6(x: float) -> float:
     return round(float(x), 6) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+_pow = math.pow  # one global lookup instead of two on the hot paths (bump, top_of)
+
+
 def decayed(entry: list | None, now: int, half_life: int) -> float:
     """Value of a [score, t] pair at `now`: score * 2^(-(now - t) / half_life)."""
     if not entry:
@@ -77,21 +80,110 @@ def decayed(entry: list | None, now: int, half_life: int) -> float:
     return score * math.pow(2.0, -dt / half_life)
 
 
-def bump(table: dict, key: str, weight: float, now: int, half_life: int, limit: int) -> None:
-    """Add `weight` to the decayed score of `key`, then keep the `limit` strongest entries."""
+def bump(table: dict, key: str, weight: float, now: int, half_life: int, limit: int,
+         update: "Update | None" = None, kind: str = "") -> None:
+    """Add `weight` to the decayed score of `key`, then keep the `limit` strongest entries.
+
+    With the batch's `update` and the table's interest `kind`, a dropped entry is recorded there
+    (update.evicted: evaluate then finds the table's top by a full scan), and the batch's Drops
+    for the table finds the entry to drop with less work.
+    """
     # decayed() inlined (the hottest call of a batch): the same expressions, so the same floats.
     entry = table.get(key)
     if entry:
         score, t = entry
         dt = now - t
-        value = (float(score) if dt <= 0 else score * math.pow(2.0, -dt / half_life)) + weight
+        value = (float(score) if dt <= 0 else score * _pow(2.0, -dt / half_life)) + weight
     else:
         value = 0.0 + weight
-    # r6 inlined (the hottest call of a batch): `value` is already a float, so float() is moot.
-    table[key] = [round(max(value, 0.0), 6) + 0.0, now]
+    # r6 inlined (the hottest call of a batch): `value` is already a float, so float() is moot;
+    # max(value, 0.0) spelt as the test it makes (it returns `value` unless 0.0 > value; NaN too).
+    table[key] = [round(0.0 if 0.0 > value else value, 6) + 0.0, now]
     if len(table) > limit:
-        weakest = min(table, key=lambda k: (decayed(table[k], now, half_life), k))
-        del table[weakest]
+        if update is None:
+            del table[_weakest(table, now, half_life)]
+        else:
+            drops = update.drops.get(kind)
+            if drops is None:
+                drops = update.drops[kind] = Drops(update, kind)
+            del table[drops.weakest(table, key, now, half_life)]
+            update.evicted.add(kind)
+
+
+def _weakest(table: dict, now: int, half_life: int, pairs: list | None = None):
+    """min(table, key=lambda k: (decayed(table[k], now, half_life), k)), without two calls per
+    entry: decayed() inlined (the same expressions, so the same float objects) and the same
+    tuple comparison min() makes, so ties, NaN and errors come out as they did. The (score, key)
+    pairs are appended to `pairs` if given."""
+    weakest = None
+    for key, entry in table.items():
+        if entry:
+            score, t = entry
+            dt = now - t
+            score = float(score) if dt <= 0 else score * _pow(2.0, -dt / half_life)
+        else:
+            score = 0.0
+        cand = (score, key)
+        if pairs is not None:
+            pairs.append(cand)
+        if weakest is None or cand < weakest:
+            weakest = cand
+    return weakest[1]
+
+
+class Drops:
+    """The entries that bumps drop from one full interest table during one batch (one `now`).
+
+    A wide catalogue fills the table, and then every bump of a new key drops one entry: a scan
+    of the whole table each (_weakest). Here the first drop scans and keeps each entry's (score,
+    key); from the second on, those are sorted once, and the entry to drop is the weaker of the
+    first one in that order the batch has neither bumped nor dropped since (an entry left alone
+    keeps its score) and the weakest of the entries it bumped (each scored as bump() stored it
+    at `now`). With string keys and no NaN score the order is total, so that is min()'s answer;
+    otherwise, and after a key that is no string was bumped, every drop scans.
+    """
+
+    __slots__ = ("update", "kind", "pairs", "pos")
+
+    def __init__(self, update: "Update", kind: str) -> None:
+        self.update, self.kind = update, kind
+        self.pairs: list | None = None  # (score, key) per entry at the first drop
+        self.pos = -1  # -1: not sorted yet; -2: not usable, scan; else where the sorted walk is
+
+    def weakest(self, table: dict, key, now: int, half_life: int):
+        pairs, pos = self.pairs, self.pos
+        if pairs is None:
+            self.pairs = []
+            return _weakest(table, now, half_life, self.pairs)
+        if pos == -2 or type(key) is not str or self.kind in self.update.odd_kinds:
+            self.pos = -2
+            return _weakest(table, now, half_life)
+        if pos == -1:
+            scores, keys = zip(*pairs)
+            total = set(map(type, keys)) == _STR_ONLY and set(map(type, scores)) == _FLOAT_ONLY
+            if not total or any(map(math.isnan, scores)):
+                self.pos = -2
+                return _weakest(table, now, half_life)
+            pairs.sort()
+            pos = 0
+        touched = self.update.interest[self.kind]  # the string keys the batch bumped, but `key`
+        end = len(pairs)
+        while pos < end and (pairs[pos][1] in touched or pairs[pos][1] == key or pairs[pos][1] not in table):
+            pos += 1  # bumped or dropped: for the rest of the batch
+        self.pos = pos
+        weakest = pairs[pos] if pos < end else None
+        for k in (key, *touched):
+            entry = table.get(k)
+            if entry is None:
+                continue  # dropped
+            score = float(entry[0])  # bumped at `now` (dt 0)
+            if score != score:
+                self.pos = -2
+                return _weakest(table, now, half_life)
+            cand = (score, k)
+            if weakest is None or cand < weakest:
+                weakest = cand
+        return weakest[1]
 
 
 def new_profile() -> dict:
@@ -230,10 +322,10 @@ def _working_copy(profile: dict) -> dict:
     """A copy of a well-formed profile that shares only what evaluate() never changes in place.
 
     evaluate() mutates these containers in place, so each gets its own copy: the top level, the
-    visitor and session parts, interest and its three tables, recent, cart and cart.items,
-    intent, and the session's scroll, dwell (and dwell.recent), click, rules, since and active.
-    Everything else is only read or replaced wholesale (an interest entry [score, t], a recent
-    entry, intent evidence, the page, an active patch record, a rule's fired record), so it is
+    visitor and session parts, interest and its three tables, cart and cart.items, intent, and
+    the session's scroll, dwell (and dwell.recent), click, rules, since and active. Everything
+    else is only read or replaced wholesale (an interest entry [score, t], the recent list and
+    its entries, intent evidence, the page, an active patch record, a rule's fired record), so it is
     shared with the caller's profile, which stays untouched as before. The result equals
     copy_json(profile) for a profile `_conforms` accepts; avoiding the deep copy of the tables
     and lists is what makes normalising ~7x cheaper (docs/PERFORMANCE.md "Hot-path changes").
@@ -243,7 +335,6 @@ def _working_copy(profile: dict) -> dict:
     interest["item"] = interest["item"].copy()
     interest["tag"] = interest["tag"].copy()
     interest["section"] = interest["section"].copy()
-    v["recent"] = v["recent"].copy()
     cart = v["cart"] = v["cart"].copy()
     cart["items"] = cart["items"].copy()
     v["intent"] = v["intent"].copy()
@@ -295,8 +386,14 @@ def item_tags(work: dict, event: dict) -> list[str]:
 
 def top_of(table: dict, now: int, half_life: int) -> tuple[str | None, float]:
     """Strongest key and its decayed score; ties go to the alphabetically first key (deterministic)."""
+    best, best_score = top_raw(table, now, half_life)
+    return best, r6(best_score)
+
+
+def top_raw(table: dict, now: int, half_life: int) -> tuple:
+    """top_of() before its rounding: (strongest key, its decayed score unrounded)."""
     best, best_score = None, 0.0
-    pow_ = math.pow
+    pow_ = _pow
     for key, entry in table.items():
         # decayed() inlined: the same expressions, so the same floats.
         if entry:
@@ -307,7 +404,36 @@ def top_of(table: dict, now: int, half_life: int) -> tuple[str | None, float]:
             score = 0.0
         if score > best_score or (score == best_score and best is not None and score > 0 and key < best):
             best, best_score = key, score
+    return best, best_score
+
+
+def top_after(table: dict, before: tuple, touched: set, now: int, half_life: int) -> tuple[str | None, float]:
+    """top_of(table) after a batch bumped the string keys `touched` at `now` (and dropped no
+    entry), given `before` = top_raw(table) as it was at the same `now` before the batch.
+
+    The entries left alone have the decayed scores they had, so their strongest is `before` when
+    its key was left alone too; when the batch bumped that key to at least its old score, it still
+    beats every entry left alone. Either way only the bumped entries need a look. With string
+    keys, top_of() finds the one maximum of (score, reversed key) over the positive scores in any
+    order, and this is the same maximum. Otherwise (another key type, a lower score), and for a
+    table hardly larger than the bumped keys, top_of() itself.
+    """
+    best, best_score = before
+    if best is not None and best in touched:
+        if not float(table[best][0]) >= best_score:
+            return top_of(table, now, half_life)
+        best, best_score = None, 0.0  # the bumped entries include `best`: they alone decide
+    if len(table) <= len(touched) + 8 or set(map(type, table)) != _STR_ONLY:
+        return top_of(table, now, half_life)  # (a key that is no string may not compare with one)
+    for key in touched:
+        score = float(table[key][0])  # bumped at `now`: top_of() reads the stored score (dt 0)
+        if score > best_score or (score == best_score and best is not None and score > 0 and key < best):
+            best, best_score = key, score
     return best, r6(best_score)
+
+
+_STR_ONLY = {str}
+_FLOAT_ONLY = {float}
 
 
 class Update:
@@ -323,14 +449,15 @@ class Update:
         self.new_page = False  # a view event: the client unloaded the page and every patch on it
         self.interest: dict[str, set] = {"item": set(), "tag": set(), "section": set()}
         self.odd_kinds: set[str] = set()  # interest kinds bumped under a key that is no string
-        self.recent_tags: list[set] = []  # per _recent() call, the tags it touched
+        self.evicted: set[str] = set()  # interest kinds whose table dropped an entry (bump)
+        self.drops: dict[str, Drops] = {}  # per interest kind, from its table's first drop (bump)
+        # The tags the batch's _recent() calls touched: their union, and per call the recent list
+        # it replaced and the new entry's tags (what each call's own set was made of).
+        self.recent_union: set | None = None
+        self.recent_calls: list[tuple] = []
         # step_intent found no transition and its inputs (evidence, cart, `now`) have not moved
         # since: the next call would find none either, so it is skipped.
         self.intent_settled = False
-
-    def bumped(self, kind: str) -> bool:
-        """Whether an event changed the interest table of `kind` (`bump`)."""
-        return bool(self.interest[kind]) or kind in self.odd_kinds
 
     def settle(self) -> set[str]:
         """`changed` with the collected keys' feature names added (call after the last event)."""
@@ -338,13 +465,17 @@ class Update:
         for kind, keys in self.interest.items():
             prefix = f"profile.interest.{kind}."
             changed.update([prefix + key for key in keys])
-        tags = set().union(*self.recent_tags)
+        tags = self.recent_union
+        if not tags:
+            return changed
         if all(type(t) is str for t in tags):
             changed.update([f"profile.recent.tag.{t}" for t in tags])
         else:
             # 1, 1.0 and True are one set key but three feature names: name each call's set
-            # apart, as each _recent() call once did.
-            for touched in self.recent_tags:
+            # apart, made as each _recent() call once made it.
+            for old, new_tags in self.recent_calls:
+                touched = {t for r in old for t in r.get("tags", ())}
+                touched.update(new_tags)
                 changed.update([f"profile.recent.tag.{t}" for t in touched])
         return changed
 
@@ -353,7 +484,7 @@ _LIMITS = {"item": MAX_ITEMS, "tag": MAX_TAGS, "section": MAX_SECTIONS}
 
 
 def _interest(work: dict, update: Update, kind: str, key: str, weight: float, now: int, hl: int) -> None:
-    bump(work["v"]["interest"][kind], key, weight, now, hl, _LIMITS[kind])
+    bump(work["v"]["interest"][kind], key, weight, now, hl, _LIMITS[kind], update, kind)
     _touch(update, kind, key)
 
 
@@ -375,16 +506,17 @@ def _engage(work: dict, update: Update, event: dict, weight: float, now: int, hl
     if item is not None:
         # _interest() unrolled for the item and its tags (several per event).
         interest = work["v"]["interest"]
-        bump(interest["item"], item, weight, now, hl, MAX_ITEMS)
+        bump(interest["item"], item, weight, now, hl, MAX_ITEMS, update, "item")
         if type(item) is str:
             update.interest["item"].add(item)
         else:
             _touch(update, "item", item)
-        tags = item_tags(work, event)
+        # item_tags() without its copy of the event's list: the tags are only read here.
+        tags = event.get("tags") or item_tags(work, event)
         if tags:
             table, touched = interest["tag"], update.interest["tag"]
             for tag in tags:
-                bump(table, tag, weight, now, hl, MAX_TAGS)
+                bump(table, tag, weight, now, hl, MAX_TAGS, update, "tag")
                 if type(tag) is str:
                     touched.add(tag)
                 else:
@@ -398,26 +530,37 @@ def _recent(work: dict, update: Update, event: dict, now: int) -> None:
     item = event.get("item")
     if item is None:
         return
-    recent = work["v"]["recent"]
+    v = work["v"]
+    recent = v["recent"]
     before = recent[0]["item"] if recent else None
-    touched = {t for r in recent for t in r.get("tags", ())}
-    recent[:] = [r for r in recent if r["item"] != item]
+    # The tags of the entries the list held and the new entry's are named by Update.settle().
+    # Only the batch's first call collects the entries' tags: a later call's list holds entries
+    # the first one saw or entries this batch added, whose tags are in the union already.
+    union = update.recent_union
+    if union is None:
+        union = update.recent_union = {t for r in recent for t in r.get("tags", ())}
+    # A new list (not changed in place): settle() may need this call's list as it was.
+    new = [r for r in recent if r["item"] != item]
     tags = item_tags(work, event)
-    recent.insert(0, {"item": item, "ts": now, "tags": tags})
-    del recent[RECENT_ITEMS:]
-    touched.update(tags)
+    new.insert(0, {"item": item, "ts": now, "tags": tags})
+    del new[RECENT_ITEMS:]
+    v["recent"] = new
+    union.update(tags)
+    update.recent_calls.append((recent, tags))
     update.changed.update(("profile.recent.items", "profile.recent.count"))
     if before != item:
         update.changed.add("profile.recent.last")
-    update.recent_tags.append(touched)  # named by Update.settle()
+
+
+_EVIDENCE_NAMES = {"consider": "profile.intent.consider", "purchase": "profile.intent.purchase"}
 
 
 def _evidence(work: dict, update: Update, kind: str, weight: float, now: int) -> None:
     update.intent_settled = False
     intent = work["v"]["intent"]
     value = decayed(intent[kind], now, INTENT_HALF_LIFE_MS) + weight
-    intent[kind] = [round(max(value, 0.0), 6) + 0.0, now]  # r6 inlined, as in bump()
-    update.changed.add(f"profile.intent.{kind}")
+    intent[kind] = [round(0.0 if 0.0 > value else value, 6) + 0.0, now]  # r6 inlined, as in bump()
+    update.changed.add(_EVIDENCE_NAMES[kind])
 
 
 def step_intent(work: dict, update: Update, now: int) -> None:
@@ -542,11 +685,12 @@ def apply_event(work: dict, event: dict, now: int, half_life: int, update: Updat
     s = work["s"]
     v = work["v"]
     kind = event.get("k")
-    recent_before = v["recent"][0]["item"] if v["recent"] else None
+    recent = v["recent"]
+    recent_before = recent[0]["item"] if recent else None
     item = event.get("item")
     repeat = False
     if item is not None:
-        for r in v["recent"]:  # any() without a generator: this runs for every event
+        for r in recent:  # any() without a generator: this runs for every event
             if r["item"] == item:
                 repeat = True
                 break
@@ -634,6 +778,8 @@ def apply_event(work: dict, event: dict, now: int, half_life: int, update: Updat
                 _evidence(work, update, "consider", E_CLICK + (E_REPEAT if repeat else 0.0), now)
     elif kind == "custom":
         _goal(work, update, event, now, half_life)
-    step_intent(work, update, now)
-    if (v["recent"][0]["item"] if v["recent"] else None) != recent_before:
+    if not update.intent_settled:  # (step_intent's own first test, without the call)
+        step_intent(work, update, now)
+    recent = v["recent"]  # _recent() replaces the list
+    if (recent[0]["item"] if recent else None) != recent_before:
         update.changed.add("profile.recent.last")
