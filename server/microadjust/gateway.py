@@ -27,7 +27,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import logs, metrics
+from . import jsonfast, logs, metrics
 from . import protocol as P
 from .outbox import LocalOutbox, Resume
 from .rulebook import Rulebook
@@ -251,7 +251,17 @@ class Connection:
                     self.outq = None  # nothing is written after the close frame
                     await self.ws.close(item.code, item.reason)
                     return
-                await self.ws.send_text(P.encode(item))
+                ws = self.ws
+                if isinstance(ws, StreamProtocol):
+                    # orjson straight to UTF-8 bytes (no str round trip); a list (an ack and the
+                    # patches it brought) leaves in one write.
+                    await ws.send_payloads([jsonfast.dumps(m) for m in item] if type(item) is list
+                                           else [jsonfast.dumps(item)])
+                elif type(item) is list:
+                    for msg in item:
+                        await ws.send_text(P.encode(msg))
+                else:
+                    await ws.send_text(P.encode(item))
                 if not self.outq:
                     return
                 item = self.outq.popleft()
@@ -277,9 +287,10 @@ class Connection:
         self._idle.append(fut)
         return fut
 
-    async def send(self, msg: dict[str, Any]) -> None:
-        """Send a message from this connection's own loop: written now when the socket is idle;
-        otherwise queued behind the write in progress (waiting while the queue is full)."""
+    async def send(self, msg: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """Send a message (or a list of them, written together) from this connection's own loop:
+        written now when the socket is idle; otherwise queued behind the write in progress
+        (waiting while the queue is full)."""
         while self.state is not State.CLOSING:
             if not self.sending:
                 self.sending = True
@@ -642,8 +653,10 @@ class Gateway:
             # Not acked: the tracker keeps the batch and resends it (§4); nothing is lost.
             log.warning("batch %d of session %s not stored: %s", batch.seq, conn.sid, exc)
             return
-        await conn.send({"t": "ack", "seq": result.ack})
-        await self.distribute(conn.vid, conn.sid, result, origin=conn)
+        ack = {"t": "ack", "seq": result.ack}
+        # The ack and the patches the batch brought leave together (one write, one packet).
+        await conn.send([ack, *result.messages] if result.messages else ack)
+        await self.distribute(conn.vid, conn.sid, result, origin=conn, answered=True)
 
     async def _tick(self, conn: Connection) -> None:
         try:
@@ -653,12 +666,13 @@ class Gateway:
         if result is not None:
             await self.distribute(conn.vid, conn.sid, result, origin=conn)
 
-    async def distribute(self, vid: str, sid: str, result: IngestResult, origin: Connection | None = None) -> None:
+    async def distribute(self, vid: str, sid: str, result: IngestResult, origin: Connection | None = None,
+                         answered: bool = False) -> None:
         """Deliver a batch's patch/revert messages wherever session `sid` is open, and keep them
         for resume (§2.3). One path for the socket, the idle tick and the beacon (§3.2):
 
         * the socket whose batch it was gets them in order after its ack (waiting for room in
-          its queue); other sockets of the session on this process (a duplicated tab) get them
+          its queue; `answered`: they were sent with the ack already); other sockets of the session on this process (a duplicated tab) get them
           queued;
         * embedded mode: recorded in the local outbox. Redis mode: `bus.publish` records them
           in the outbox in Redis and sends them to the session's sockets on other processes,
@@ -666,9 +680,8 @@ class Gateway:
         """
         messages = result.messages
         if messages:
-            if origin is not None:
-                for msg in messages:
-                    await origin.send(msg)
+            if origin is not None and not answered:
+                await origin.send(messages)
             for conn in self.registry.sessions(vid, sid):
                 if conn is not origin:
                     conn.deliver(messages)

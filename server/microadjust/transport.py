@@ -377,18 +377,23 @@ class StreamProtocol(asyncio.Protocol):
             raise RuntimeError('Cannot call "send" once a close message has been sent.')
         if self.conn.state is not State.OPEN:  # the peer's close frame came in meanwhile
             raise WebSocketDisconnect(1006)
-        # A server frame is unmasked: FIN + text, the length in 7, 16 or 64 bits, the payload
-        # (RFC 6455 §5.2), written here rather than through websockets' Frame objects.
-        payload = text.encode()
-        n = len(payload)
-        if n < 126:
-            head = bytes((0x81, n))
-        elif n < 65536:
-            head = b"\x81\x7e" + n.to_bytes(2, "big")
-        else:
-            head = b"\x81\x7f" + n.to_bytes(8, "big")
         if not self.transport.is_closing():
-            self.transport.write(head + payload)
+            self.transport.write(_text_frame(text.encode()))
+
+    async def send_payloads(self, payloads: list[bytes]) -> None:
+        """Text messages given as UTF-8 bytes, in one write (an ack and the patches it brought
+        leave in one packet, one system call)."""
+        while self.write_waiter is not None and not self.disconnected:
+            await self.write_waiter
+        if self.disconnected:
+            raise WebSocketDisconnect(1006)
+        if self.close_sent:
+            raise RuntimeError('Cannot call "send" once a close message has been sent.')
+        if self.conn.state is not State.OPEN:
+            raise WebSocketDisconnect(1006)
+        if not self.transport.is_closing():
+            self.transport.write(_text_frame(payloads[0]) if len(payloads) == 1
+                                 else b"".join([_text_frame(p) for p in payloads]))
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         if not self.accepted:  # before accept: a plain 403, as ASGI servers answer a close
@@ -440,6 +445,17 @@ def _response(status: int, headers: Headers, body: bytes) -> Response:
     except ValueError:
         phrase = ""
     return Response(status, phrase, headers, body)
+
+
+def _text_frame(payload: bytes) -> bytes:
+    """A server's text frame (RFC 6455 §5.2): unmasked, FIN + text, the length in 7, 16 or 64
+    bits, the payload; written here rather than through websockets' Frame objects."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 def _forget_request(conn: ServerProtocol) -> None:

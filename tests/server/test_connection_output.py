@@ -130,3 +130,31 @@ async def test_a_close_that_cannot_be_written_in_time_is_forced(monkeypatch):
     await conn.close(1001, "going away")
     await settle()
     assert ws.closed == [(1001, "going away")] and conn.flusher.cancelled()
+
+
+async def test_a_list_is_written_in_order_behind_what_is_queued():
+    conn, ws = conn_with()
+    ws.hold()
+    first = asyncio.ensure_future(conn.send({"t": "ack", "n": 1}))
+    await settle()
+    await conn.send([{"t": "ack", "n": 2}, {"t": "patch", "n": 3}])  # queued as one entry
+    ws.release()
+    await first
+    await settle()
+    assert texts(ws) == ["1", "2", "3"]
+
+
+async def test_on_our_transport_an_ack_and_its_patches_leave_in_one_write():
+    from .test_transport import _protocol  # the fake transport of the transport tests
+    from websockets.protocol import State as WsState
+
+    proto = _protocol()
+    proto.conn.state = WsState.OPEN
+    writes: list[bytes] = []
+    proto.transport.write = writes.append
+    conn = Connection(proto, "demo", Limits())
+    conn.state = State.OPEN
+    await conn.send([{"t": "ack", "seq": 3}, {"t": "patch", "pseq": 1, "patch": {"id": "é/x"}}])
+    assert len(writes) == 1
+    ack, patch = b'{"t":"ack","seq":3}', '{"t":"patch","pseq":1,"patch":{"id":"é/x"}}'.encode()
+    assert writes[0] == bytes((0x81, len(ack))) + ack + bytes((0x81, len(patch))) + patch
