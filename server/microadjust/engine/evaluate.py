@@ -298,6 +298,10 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
     prime_tops(ctx, tops_after)  # the interest tables have not changed since tops_after
     for order in sorted(due):
         rule = due[order]
+        if capped and not rule.for_ms and rule.id not in showing:
+            # Nothing of this rule's can move: what it would propose could not be sent, it keeps
+            # no `for` timer (the loop above dropped any), and it shows no patch to revert.
+            continue
         ended = rule.until is not None and bool(rule.until(ctx))
         # `until` ends the adjustment: while it holds the rule does not fire again (no flicker).
         holds = not ended and bool(rule.when(ctx))
