@@ -22,3 +22,11 @@ def dumps(x: Any) -> bytes:
         return orjson.dumps(x)
     except TypeError:  # orjson.JSONEncodeError
         return ujson.dumps(x, ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse what `dumps` wrote (orjson; ujson for what orjson refuses, an integer beyond 64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return ujson.loads(data)

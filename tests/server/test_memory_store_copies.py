@@ -1,10 +1,9 @@
-"""The memory store keeps profiles without copying them (store/memory.py "Ownership").
+"""The memory store keeps profiles serialised (store/memory.py): what it hands out is the
+caller's own, and nothing a caller does to a snapshot or to a committed profile reaches it.
 
-A committed profile part is never changed afterwards: a later batch builds a new profile (the
-engine never mutates its input) and the commit replaces the stored parts. These tests drive the
-real engine with the demo rules through the store and check that nothing handed out or stored
-earlier changes when later batches are committed, for one session and for two tabs sharing the
-visitor part.
+These tests drive the real engine with the demo rules through the store and check that nothing
+handed out or stored earlier changes when later batches are committed, for one session and for
+two tabs sharing the visitor part, and that a caller changing what it holds changes nothing stored.
 """
 
 from __future__ import annotations
@@ -63,17 +62,38 @@ async def test_a_loaded_snapshot_is_not_changed_by_later_batches():
     assert canon(loaded.profile) == seen[-1][1]  # the last commit, as committed
 
 
-async def test_the_store_hands_out_the_committed_objects_and_replaces_them_on_commit():
+async def test_snapshots_are_the_callers_own_and_commits_keep_no_reference():
     store = MemoryStore()
     _, first = await run_batch(store, "v_visitor1", "s_session1", 0)
+    committed = canon(first["profile"])
+    first["profile"]["v"]["recent"].clear()  # the caller changes what it committed
     snap = await store.load("v_visitor1", "s_session1")
-    assert snap.profile["v"] is first["profile"]["v"] and snap.profile["s"] is first["profile"]["s"]
-    before = canon(snap.profile)
+    assert canon(snap.profile) == committed
+    again = await store.load("v_visitor1", "s_session1")
+    assert again.profile is not snap.profile and again.profile["s"] is not snap.profile["s"]
+    snap.profile["s"]["page"]["items"].clear()  # and what it loaded
+    assert canon((await store.load("v_visitor1", "s_session1")).profile) == committed
     _, second = await run_batch(store, "v_visitor1", "s_session1", 1)
-    assert second["profile"]["v"] is not first["profile"]["v"]
-    assert second["profile"]["s"] is not first["profile"]["s"]
-    assert canon(snap.profile) == before  # the old snapshot kept its state
     assert canon((await store.load("v_visitor1", "s_session1")).profile) == canon(second["profile"])
+
+
+async def test_a_stored_part_is_compact_bytes():
+    store = MemoryStore()
+    await run_batch(store, "v_visitor1", "s_session1", 0)
+    part = store._sessions[("v_visitor1", "s_session1")].profile
+    assert type(part) is bytes and json.loads(part)["views"] == 1
+    # orjson's own bytes keep an 8 KB+ buffer whatever their length; the store keeps a copy
+    # of the exact length (tracemalloc sees what is allocated, not just the length).
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        await run_batch(store, "v_visitor2", "s_session2", 0)
+        held = sum(stat.size for stat in tracemalloc.take_snapshot().statistics("filename")
+                   if stat.traceback[0].filename.endswith(("memory.py", "jsonfast.py")))
+    finally:
+        tracemalloc.stop()
+    assert held < 4096, held
 
 
 async def test_two_tabs_sharing_the_visitor_part_never_change_each_others_stored_state():
@@ -88,7 +108,7 @@ async def test_two_tabs_sharing_the_visitor_part_never_change_each_others_stored
         assert canon(obj) == text
     one = await store.load("v_visitor1", "s_tab_one1")
     two = await store.load("v_visitor1", "s_tab_two2")
-    assert one.profile["v"] is two.profile["v"]  # one visitor part, as committed last
+    assert one.profile["v"] == two.profile["v"]  # one visitor part, as committed last
     assert one.profile["s"]["views"] == 1 and two.profile["s"]["views"] == 1
 
 
@@ -124,9 +144,10 @@ def _paths(x, prefix=()):
 
 
 async def test_the_engine_leaves_stored_profiles_alone_whatever_their_shape():
-    # The store hands its stored objects to the engine, which copies only what it changes when a
-    # profile is well formed and deep-copies anything else: either way the stored profile does
-    # not move, and the result is what the deep-copy path gives. Every part of a grown profile
+    # The engine never changes its input (the Redis store's cache hands it the objects it keeps):
+    # it copies only what it changes when a profile is well formed and deep-copies anything
+    # else; either way the profile given does not move, and the result is what the deep-copy
+    # path gives. Every part of a grown profile
     # is removed or given a wrong type in turn.
     from microadjust.engine.profile import copy_json, normalise
 
