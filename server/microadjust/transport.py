@@ -39,6 +39,9 @@ from websockets.server import ServerProtocol
 
 log = logging.getLogger("microadjust.transport")
 _ws_log = logging.getLogger("microadjust.transport.frames")  # websockets' own debug output
+# websockets says "connection open" at INFO for every socket, next to our own "[accepted]" line;
+# only its warnings are worth a line by default (set this logger's level to DEBUG for frames).
+_ws_log.setLevel(logging.WARNING)
 
 PATH = "/v1/stream"
 CLOSE_TIMEOUT_S = 10.0  # as uvicorn: how long a closed socket waits for the peer's close frame
