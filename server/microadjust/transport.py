@@ -160,14 +160,8 @@ class StreamProtocol(asyncio.Protocol):
                 pos = end
                 if self.close_sent:
                     continue  # past our close frame: read on only for the peer's answer
-                try:
-                    text = payload.decode()
-                except UnicodeDecodeError:
-                    self.conn.fail(1007, "invalid UTF-8")
-                    self._flush()
-                    self._closed_by_parser()
+                if not self._text(payload):
                     return
-                self._push({"type": "websocket.receive", "text": text})
             else:
                 self._parse(data[pos:end])
                 pos = end
@@ -270,14 +264,19 @@ class StreamProtocol(asyncio.Protocol):
         if self._binary:
             self._push({"type": "websocket.receive", "bytes": bytes(data)})
             return
+        self._text(data)
+
+    def _text(self, payload) -> bool:
+        """A text message in; invalid UTF-8 closes 1007 (False)."""
         try:
-            text = bytes(data).decode()
+            text = bytes(payload).decode()
         except UnicodeDecodeError:
             self.conn.fail(1007, "invalid UTF-8")
             self._flush()
             self._closed_by_parser()
-            return
+            return False
         self._push({"type": "websocket.receive", "text": text})
+        return True
 
     def _push(self, message: dict) -> None:
         if self.inbox is None:
@@ -372,16 +371,7 @@ class StreamProtocol(asyncio.Protocol):
             self.timer = self.loop.call_at(self.deadline, self._expire)
 
     async def send_text(self, text: str) -> None:
-        while self.write_waiter is not None and not self.disconnected:
-            await self.write_waiter
-        if self.disconnected:
-            raise WebSocketDisconnect(1006)
-        if self.close_sent:
-            raise RuntimeError('Cannot call "send" once a close message has been sent.')
-        if self.conn.state is not State.OPEN:  # the peer's close frame came in meanwhile
-            raise WebSocketDisconnect(1006)
-        if not self.transport.is_closing():
-            self.transport.write(_text_frame(text.encode()))
+        await self.send_payloads([text.encode()])
 
     async def send_payloads(self, payloads: list[bytes]) -> None:
         """Text messages given as UTF-8 bytes, in one write (an ack and the patches it brought
@@ -392,7 +382,7 @@ class StreamProtocol(asyncio.Protocol):
             raise WebSocketDisconnect(1006)
         if self.close_sent:
             raise RuntimeError('Cannot call "send" once a close message has been sent.')
-        if self.conn.state is not State.OPEN:
+        if self.conn.state is not State.OPEN:  # the peer's close frame came in meanwhile
             raise WebSocketDisconnect(1006)
         if not self.transport.is_closing():
             self.transport.write(_text_frame(payloads[0]) if len(payloads) == 1
