@@ -672,8 +672,8 @@ class Gateway:
         for resume (§2.3). One path for the socket, the idle tick and the beacon (§3.2):
 
         * the socket whose batch it was gets them in order after its ack (waiting for room in
-          its queue; `answered`: they were sent with the ack already); other sockets of the session on this process (a duplicated tab) get them
-          queued;
+          its queue; `answered`: they already left with the ack); other sockets of the session
+          on this process (a duplicated tab) get them queued;
         * embedded mode: recorded in the local outbox. Redis mode: `bus.publish` records them
           in the outbox in Redis and sends them to the session's sockets on other processes,
           and a changed visitor part nudges the processes holding the visitor's other tabs.
