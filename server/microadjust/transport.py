@@ -5,11 +5,13 @@ class given as `ws=`. With its own `websockets-sansio` class each socket carries
 a receive queue (three deques), three events, the parsed handshake request and response, and
 every frame passes the ASGI message dicts and Starlette's middleware and `WebSocket` wrappers on
 its way in and out. `StreamProtocol` is that class for this one endpoint, written for what the
-gateway needs and nothing more: it parses frames with websockets' sans-I/O `ServerProtocol` (the
-same parser, limits and close handshake as before) and is itself the `ws` object the gateway's
-`endpoint` talks to (`query_params`, `headers`, `accept`, `send_denial_response`, `receive`,
-`send_text`, `close`: the subset of Starlette's `WebSocket` the gateway uses, same semantics).
-What it bought is in docs/PERFORMANCE.md ("Transport").
+gateway needs and nothing more: websockets' sans-I/O `ServerProtocol` parses the handshake and
+every frame but whole text frames, which `data_received` unmasks itself (the same limits, codes
+and close handshake as before); text frames out are framed here. It is itself the `ws` object
+the gateway's `endpoint` talks to (`query_params`, `headers`, `accept`, `send_denial_response`,
+`receive`, `send_text`, `close`: the subset of Starlette's `WebSocket` the gateway uses, same
+semantics; plus `send_payloads` and `receive(deadline)` for the hot path). What it bought is in
+docs/PERFORMANCE.md ("Transport, event loop, validation and engine").
 
 Behaviour kept from uvicorn's class: an unread message pauses reading (backpressure: a client
 cannot pile frames into the server's memory faster than the gateway reads them); a close frame
@@ -46,7 +48,6 @@ _ws_log.setLevel(logging.WARNING)
 PATH = "/v1/stream"
 CLOSE_TIMEOUT_S = 10.0  # as uvicorn: how long a closed socket waits for the peer's close frame
 _SCOPE = {"type": "websocket", "extensions": {"websocket.http.response": {}}}
-_CONNECT = {"type": "websocket.connect"}
 
 
 class StreamProtocol(asyncio.Protocol):
