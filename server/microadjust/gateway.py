@@ -10,7 +10,9 @@ documented close code for that connection only.
 `Ingest` is the one place a batch becomes stored events and patches: de-duplication by
 (session, seq) (§3), the pure engine, the store's compare-and-set commit with retries, and
 `pseq` numbering (§5). The socket and the HTTP beacon (§3.2) both call it, so both obey the
-same rules. The gateway depends on Starlette's WebSocket only, not on the ASGI server.
+same rules. The gateway talks to a socket through the calls of `transport.StreamProtocol` (what
+`microadjust serve` runs); under another ASGI server Starlette's WebSocket is wrapped to match
+(`transport.AsgiSocket`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .rulebook import Rulebook
 from .settings import Settings
 from .store import Store
 from .store.redis import StoreUnavailable
-from .transport import StreamProtocol
+from .transport import AsgiSocket, StreamProtocol
 
 log = logging.getLogger("microadjust.gateway")
 
@@ -219,7 +221,7 @@ class _Close:
 class Connection:
     """One socket: its identity after hello, its limits' counters and its outbound queue."""
 
-    def __init__(self, ws: WebSocket, site: str, limits) -> None:
+    def __init__(self, ws: StreamProtocol | AsgiSocket, site: str, limits) -> None:
         self.ws = ws
         self.site = site
         self.limits = limits
@@ -251,17 +253,10 @@ class Connection:
                     self.outq = None  # nothing is written after the close frame
                     await self.ws.close(item.code, item.reason)
                     return
-                ws = self.ws
-                if isinstance(ws, StreamProtocol):
-                    # orjson straight to UTF-8 bytes (no str round trip); a list (an ack and the
-                    # patches it brought) leaves in one write.
-                    await ws.send_payloads([jsonfast.dumps(m) for m in item] if type(item) is list
-                                           else [jsonfast.dumps(item)])
-                elif type(item) is list:
-                    for msg in item:
-                        await ws.send_text(P.encode(msg))
-                else:
-                    await ws.send_text(P.encode(item))
+                # orjson straight to UTF-8 bytes; a list (an ack and the patches it brought)
+                # leaves in one write.
+                await self.ws.send_payloads([jsonfast.dumps(m) for m in item] if type(item) is list
+                                            else [jsonfast.dumps(item)])
                 if not self.outq:
                     return
                 item = self.outq.popleft()
@@ -445,8 +440,11 @@ class Gateway:
         """The server is going away: a drain (kept under this name for ASGI lifespans)."""
         await self.drain()
 
-    async def endpoint(self, ws: WebSocket) -> None:
-        """The `/v1/stream` WebSocket endpoint (one call per connection)."""
+    async def endpoint(self, ws: StreamProtocol | WebSocket) -> None:
+        """The `/v1/stream` WebSocket endpoint (one call per connection): `ws` is our transport's
+        socket, or Starlette's under another ASGI server (wrapped here, so the rest has one path)."""
+        if not isinstance(ws, StreamProtocol):
+            ws = AsgiSocket(ws)
         site = ws.query_params.get("site", "")
         origin = ws.headers.get("origin")
         # §2.1 before accept: unknown site or foreign/missing Origin -> HTTP 403. Browsers send
@@ -480,7 +478,7 @@ class Gateway:
             if conn.flusher is not None and not conn.flusher.done():
                 conn.flusher.cancel()
 
-    async def _refuse(self, ws: WebSocket, code: str, detail: str, status: int = 403) -> None:
+    async def _refuse(self, ws: StreamProtocol | AsgiSocket, code: str, detail: str, status: int = 403) -> None:
         self.stats.reject(code)
         log.info("refused upgrade: %s", detail)
         if "websocket.http.response" in ws.scope.get("extensions", {}):
@@ -490,15 +488,8 @@ class Gateway:
 
     async def _receive(self, conn: Connection, timeout: float) -> Any:
         """The next frame, decoded; None after a close it already sent. Raises TimeoutError."""
-        ws = conn.ws
-        if isinstance(ws, StreamProtocol):
-            # Our transport keeps one lazily re-armed timer per socket (transport.receive).
-            message = await ws.receive(ws.loop.time() + timeout)
-        else:
-            # Another ASGI server. asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps
-            # every receive in a task of its own (CPU per frame, memory per idle socket).
-            async with asyncio.timeout(timeout):
-                message = await ws.receive()
+        # Our transport keeps one lazily re-armed timer per socket for this (transport.receive).
+        message = await conn.ws.receive(asyncio.get_running_loop().time() + timeout)
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         text = message.get("text")

@@ -9,8 +9,8 @@ gateway needs and nothing more: websockets' sans-I/O `ServerProtocol` parses the
 every frame but whole text frames, which `data_received` unmasks itself (the same limits, codes
 and close handshake as before); text frames out are framed here. It is itself the `ws` object
 the gateway's `endpoint` talks to (`query_params`, `headers`, `accept`, `send_denial_response`,
-`receive`, `send_text`, `close`: the subset of Starlette's `WebSocket` the gateway uses, same
-semantics; plus `send_payloads` and `receive(deadline)` for the hot path). What it bought is in
+`receive(deadline)`, `send_payloads`, `close`; `AsgiSocket` gives Starlette's `WebSocket` the
+same calls under another ASGI server). What it bought is in
 docs/PERFORMANCE.md ("Transport, event loop, validation and engine").
 
 Behaviour kept from uvicorn's class: an unread message pauses reading (backpressure: a client
@@ -371,9 +371,6 @@ class StreamProtocol(asyncio.Protocol):
         else:
             self.timer = self.loop.call_at(self.deadline, self._expire)
 
-    async def send_text(self, text: str) -> None:
-        await self.send_payloads([text.encode()])
-
     async def send_payloads(self, payloads: list[bytes]) -> None:
         """Text messages given as UTF-8 bytes, in one write (an ack and the patches it brought
         leave in one packet, one system call)."""
@@ -472,6 +469,48 @@ def _forget_request(conn: ServerProtocol) -> None:
 def _peer(transport) -> str:
     peer = transport.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "-"
+
+
+class AsgiSocket:
+    """Starlette's `WebSocket` (under another ASGI server, or Starlette's test client) with the
+    calls the gateway makes on a `StreamProtocol`, so the gateway has one path for both."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+
+    @property
+    def query_params(self):
+        return self.ws.query_params
+
+    @property
+    def headers(self):
+        return self.ws.headers
+
+    @property
+    def scope(self):
+        return self.ws.scope
+
+    async def accept(self, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await self.ws.accept(headers=headers)
+
+    async def send_denial_response(self, response) -> None:
+        await self.ws.send_denial_response(response)
+
+    async def receive(self, deadline: float | None = None) -> dict:
+        if deadline is None:
+            return await self.ws.receive()
+        # asyncio.timeout_at, not wait_for: on Python 3.11 wait_for wraps every receive in a task.
+        async with asyncio.timeout_at(deadline):
+            return await self.ws.receive()
+
+    async def send_payloads(self, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            await self.ws.send_text(payload.decode())
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        await self.ws.close(code, reason)
 
 
 def protocol_class(gateway) -> type[StreamProtocol]:

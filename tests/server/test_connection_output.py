@@ -31,6 +31,10 @@ class FakeSocket:
         await self.gate.wait()
         self.sent.append(text)
 
+    async def send_payloads(self, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            await self.send_text(payload.decode())
+
     async def close(self, code: int, reason: str) -> None:
         self.closed.append((code, reason))
 

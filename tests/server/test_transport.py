@@ -189,7 +189,7 @@ async def test_text_frames_are_written_as_websockets_would(size):
     proto = _protocol()
     proto.conn.state = State.OPEN
     text = "é" * (size // 2) + "x" * (size % 2)
-    await proto.send_text(text)
+    await proto.send_payloads([text.encode()])
     assert bytes(proto.transport.written) == Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
