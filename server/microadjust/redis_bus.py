@@ -190,7 +190,11 @@ class RedisBus:
         self._closed = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a listener stuck in a dead connection's close must not hold up shutdown.
+            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+            if stuck:
+                log.warning("bus close: %d task(s) did not stop within 5 s", len(stuck))
         if self._local:
             try:
                 pipe = self.client.pipeline(transaction=False)

@@ -113,7 +113,7 @@ def redis_cluster(tmp_path_factory):
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             out = subprocess.run([REDIS_CLI, "-p", str(nodes[0].port), "cluster", "info"],
-                                 capture_output=True, text=True).stdout
+                                 capture_output=True, text=True, timeout=10).stdout
             if "cluster_state:ok" in out:
                 break
             time.sleep(0.1)
@@ -141,7 +141,7 @@ def redis_url(request, tmp_path):
         url = cluster_url(nodes)
         yield url
         for n in nodes:
-            subprocess.run([REDIS_CLI, "-p", str(n.port), "flushall"], capture_output=True)
+            subprocess.run([REDIS_CLI, "-p", str(n.port), "flushall"], capture_output=True, timeout=10)
 
 
 @pytest.fixture
