@@ -511,9 +511,11 @@ async def _call(callback: Callback | None, *args: Any) -> None:
         await result
 
 
-async def _quietly(awaitable) -> None:
+async def _quietly(awaitable, timeout: float = 2.0) -> None:
+    """Close something that may be broken: errors ignored, and at most `timeout` seconds, since
+    redis-py's pub/sub close can wait on a connection a cancelled reader left half-used."""
     try:
-        await awaitable
+        await asyncio.wait_for(awaitable, timeout)
     except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
         pass
 

@@ -219,3 +219,23 @@ async def test_each_process_knows_when_a_visitor_is_shared_with_another(two_proc
         await asyncio.sleep(0.02)
     await b.leave(VID)
     assert not b.shared(VID)
+
+
+async def test_close_does_not_wait_forever_for_a_task_stuck_in_its_cleanup(redis_server, caplog):
+    bus = RedisBus(redis_server.url, process_id="proc-stuck")
+    await bus.start()
+
+    async def stuck_in_cleanup():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.Event().wait()  # e.g. a close that waits on a half-used connection
+
+    stuck = asyncio.get_running_loop().create_task(stuck_in_cleanup())
+    bus._tasks.append(stuck)
+    await asyncio.sleep(0)
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(bus.close(), 30)
+    assert asyncio.get_running_loop().time() - started < 15
+    assert "did not stop within 5 s" in caplog.text
+    stuck.cancel()  # a second cancel ends it
