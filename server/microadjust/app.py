@@ -52,7 +52,9 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
     if store is None:
         if log is None:
             log = EventLog(settings.event_log_path, settings.event_log_max_bytes, settings.event_log_backups)
-        store = MemoryStore(log=log)
+        store = MemoryStore(log=log, retention_s=settings.retention_s,
+                            max_visitors=settings.limits.store_visitors,
+                            max_sessions_per_visitor=settings.limits.store_sessions_per_visitor)
     rulebook = Rulebook(engine, doc=rules_doc, path=settings.rules_file, poll_s=settings.rules_poll_s)
     stats = Stats()
     ingest = Ingest(store, engine, rulebook, stats, retries=settings.limits.commit_retries)

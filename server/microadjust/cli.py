@@ -180,6 +180,7 @@ def build_settings(args) -> Settings:
         redis_url=args.redis or os.environ.get("MICROADJUST_REDIS_URL") or None,
         redis_cluster=args.redis_cluster,
         workers=args.workers,
+        retention_s=args.retention,
         limits=Limits(**{"drain_timeout_s": args.drain_timeout, **dict(args.limit or ())}),
     )
 
@@ -272,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
                    help="N processes sharing the port (SO_REUSEPORT), each a full peer; N > 1 needs --redis")
     s.add_argument("--drain-timeout", type=_seconds, default=Limits.drain_timeout_s, metavar="S",
                    help="on SIGTERM: close sockets with 4010, flush writes and exit within S seconds (default 10)")
+    s.add_argument("--retention", type=_duration, default=Settings.retention_s, metavar="D",
+                   help="drop a visitor's profile after this much inactivity, in both stores: seconds, "
+                   "or a number with s, m, h or d (default 30d)")
     s.add_argument("--limit", action="append", type=_limit, metavar="NAME=VALUE",
                    help="override one limit of docs/SERVER.md 'Limits' (repeatable), e.g. rate_per_s=50")
     s.add_argument("--log-format", choices=logs.FORMATS, default=None,
@@ -311,6 +315,23 @@ def _limit(text: str) -> tuple[str, float | int]:
     if not value > 0 and not (name == "tick_ms" and value == 0):  # tick_ms 0 turns ticks off
         raise argparse.ArgumentTypeError(f"{name}: {raw!r} must be above 0")
     return name, value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    """`--retention`: whole seconds from `2592000`, `30d`, `12h`, `90m` or `45s`."""
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:], None)
+    number = raw[:-1] if unit else raw
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds or a number with s, m, h or d, e.g. 30d") from None
+    if not 1 <= value <= 10 * 365 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected between 1 second and 10 years")
+    return int(value)
 
 
 def _seconds(text: str) -> float:

@@ -147,25 +147,30 @@ class Ingest:
         self.retries = retries
         self.clock = clock
 
-    async def batch(self, vid: str, sid: str, consent: str, batch: P.Batch, pseq_floor: int = 0) -> IngestResult:
-        """`pseq_floor`: number patches above it (§2.3: a client ahead of the server's state)."""
+    async def batch(self, vid: str, sid: str, consent: str, batch: P.Batch, pseq_floor: int = 0,
+                    ack_floor: int = 0) -> IngestResult:
+        """`pseq_floor`: number patches above it (§2.3: a client ahead of the server's state).
+        `ack_floor`: events up to it were already acked on this socket (a resend of them is a
+        duplicate even if the store forgot the session meanwhile)."""
         if consent != "granted":
             # §8: acknowledged so the tracker stops resending, but nothing is stored or evaluated.
             return IngestResult(ack=batch.last)
-        return await self._run(vid, sid, batch, pseq_floor)
+        return await self._run(vid, sid, batch, pseq_floor, ack_floor)
 
     async def tick(self, vid: str, sid: str, pseq_floor: int = 0) -> IngestResult | None:
         """Re-evaluate time-based rules without events; None when nothing needed storing."""
         return await self._run(vid, sid, None, pseq_floor)
 
-    async def _run(self, vid: str, sid: str, batch: P.Batch | None, pseq_floor: int = 0) -> IngestResult | None:
+    async def _run(self, vid: str, sid: str, batch: P.Batch | None, pseq_floor: int = 0,
+                   ack_floor: int = 0) -> IngestResult | None:
         for _ in range(self.retries):
             snap = await self.store.load(vid, sid)
             if batch is not None:
-                if batch.last <= snap.ack:
+                acked = snap.ack if snap.ack >= ack_floor else ack_floor
+                if batch.last <= acked:
                     self.stats.duplicates += batch.size
-                    return IngestResult(ack=snap.ack)  # §3: a resend is never counted twice
-                fresh = [e for e in batch.events if e["seq"] > snap.ack]
+                    return IngestResult(ack=acked)  # §3: a resend is never counted twice
+                fresh = [e for e in batch.events if e["seq"] > acked]
                 ack = batch.last
             else:
                 fresh, ack = [], snap.ack
@@ -229,8 +234,10 @@ class Connection:
         self.vid = ""
         self.sid = ""
         self.consent = "pending"
-        # §2.3: a hello.pseq above the stored one (state expired or erased) numbers on from it.
+        # §2.3: a hello.pseq above the stored one (state expired or erased) numbers on from it, and
+        # so does the last pseq this socket got (`saw`). `ack_floor`: the highest seq acked here.
         self.pseq_floor = 0
+        self.ack_floor = 0
         self.bad = 0
         self.tokens = float(limits.rate_burst)
         self.refill_at = time.monotonic()
@@ -297,8 +304,17 @@ class Connection:
                 return
             await self._when_idle()
 
+    def saw(self, messages: list[dict[str, Any]]) -> None:
+        """This socket got (or will get) `messages`: later patches are numbered above them even if
+        the store forgot the session meanwhile (retention, the embedded store's caps)."""
+        if messages:
+            last = messages[-1].get("pseq", 0)
+            if last > self.pseq_floor:
+                self.pseq_floor = last
+
     def deliver(self, messages: list[dict[str, Any]]) -> None:
         """Queue messages from elsewhere (beacon, bus); a consumer this far behind is closed."""
+        self.saw(messages)
         for msg in messages:
             if self.state is State.CLOSING:
                 return
@@ -639,11 +655,13 @@ class Gateway:
             path = next(p for p, k in batch.unknown if k == kind)
             await conn.send({"t": "error", "code": P.UNKNOWN_EVENT, "detail": _reason(f"{path}: unknown event kind {kind!r}; dropped", 512)})
         try:
-            result = await self.ingest.batch(conn.vid, conn.sid, conn.consent, batch, conn.pseq_floor)
+            result = await self.ingest.batch(conn.vid, conn.sid, conn.consent, batch, conn.pseq_floor, conn.ack_floor)
         except CommitFailed as exc:
             # Not acked: the tracker keeps the batch and resends it (§4); nothing is lost.
             log.warning("batch %d of session %s not stored: %s", batch.seq, conn.sid, exc)
             return
+        if result.ack > conn.ack_floor:
+            conn.ack_floor = result.ack
         ack = {"t": "ack", "seq": result.ack}
         # The ack and the patches the batch brought leave together (one write, one packet).
         await conn.send([ack, *result.messages] if result.messages else ack)
@@ -671,8 +689,10 @@ class Gateway:
         """
         messages = result.messages
         if messages:
-            if origin is not None and not answered:
-                await origin.send(messages)
+            if origin is not None:
+                origin.saw(messages)
+                if not answered:
+                    await origin.send(messages)
             for conn in self.registry.sessions(vid, sid):
                 if conn is not origin:
                     conn.deliver(messages)

@@ -117,6 +117,12 @@ BUS_MESSAGES = Counter(
     "Cross-process bus messages, by direction (sent / received) and kind.",
     ["direction", "kind"],
 )
+STORE_EVICTIONS = Counter(
+    "microadjust_store_evictions",
+    "Embedded store: visitors dropped (with their sessions) and sessions dropped, by reason "
+    "(retention: idle longer than retention_s; capacity: the least recently active beyond the cap).",
+    ["what", "reason"],
+)
 RESUMES = Counter(
     "microadjust_resumes",
     "Reconnects that asked for missed patches, by outcome (complete / incomplete).",

@@ -57,6 +57,12 @@ class Limits:
     outbox_size: int = 64
     outbox_ttl_s: int = 3600
     outbox_sessions: int = 10_000
+    # Embedded store (docs/SERVER.md, "Embedded store"): visitors kept in memory, the least
+    # recently active dropped first beyond the cap, and sessions kept per visitor. A visitor with
+    # one session holds ~2.3-3.5 KB (bench/experiments/store_memory.py), so 100,000 bound the
+    # store at ~350 MB. Redis mode keeps profiles in Redis and ignores both.
+    store_visitors: int = 100_000
+    store_sessions_per_visitor: int = 100
     # SIGTERM drain (docs/SCALING.md): close every socket with 4010, flush buffered writes and
     # exit within this many seconds; what is not done by then is abandoned (Redis mode: events
     # still buffered after an outage are lost only if Redis is unreachable for the whole drain).
@@ -86,7 +92,7 @@ class Settings:
     # embedded in-process store. Every process given the same URL is a full peer.
     redis_url: str | None = None
     redis_cluster: bool = False  # treat a plain redis:// URL as a cluster seed (--redis-cluster)
-    retention_s: int = 30 * 24 * 3600  # profiles expire after this much inactivity (Redis mode)
+    retention_s: int = 30 * 24 * 3600  # profiles expire after this much inactivity (both stores)
     workers: int = 1  # `serve --workers N`: N processes sharing the port (N > 1 needs Redis)
     limits: Limits = field(default_factory=Limits)
 
@@ -108,6 +114,8 @@ class Settings:
                 raise SettingsError(f"limits.{name}: at least 1")
         if not 0 < self.limits.drain_timeout_s <= 3600:
             raise SettingsError(f"drain timeout {self.limits.drain_timeout_s!r}: expected seconds in (0, 3600]")
+        if self.retention_s <= 0:
+            raise SettingsError(f"retention {self.retention_s!r}: expected a positive number of seconds")
         if self.workers < 1:
             raise SettingsError(f"workers {self.workers}: at least 1")
         if self.workers > 1 and not self.redis_url:

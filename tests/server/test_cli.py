@@ -75,6 +75,33 @@ def test_limits_given_on_the_command_line_reach_the_settings():
     assert isinstance(limits.rate_burst, int) and isinstance(limits.rate_per_s, float)
 
 
+@pytest.mark.parametrize("given, seconds", [("30d", 2_592_000), ("12h", 43_200), ("90m", 5_400), ("45s", 45), ("600", 600)])
+def test_retention_and_store_caps_reach_the_embedded_store(given, seconds, tmp_path):
+    from microadjust.app import create_app
+    from microadjust.cli import build_settings, parser
+
+    args = parser().parse_args(["serve", "--demo", "--data-dir", str(tmp_path), "--retention", given,
+                                "--limit", "store_visitors=500",
+                                "--limit", "store_sessions_per_visitor=3"])
+    settings = build_settings(args)
+    assert settings.retention_s == seconds
+    app = create_app(settings)
+    store = app.state.store
+    app.state.log.close()
+    assert (store.retention_s, store.max_visitors, store.max_sessions_per_visitor) == (seconds, 500, 3)
+
+
+@pytest.mark.parametrize("given, message", [
+    ("3x", "'3x': expected seconds or a number with s, m, h or d, e.g. 30d"),
+    ("0", "'0': expected between 1 second and 10 years"),
+    ("d", "'d': expected seconds or a number with s, m, h or d"),
+])
+def test_serve_refuses_a_bad_retention_naming_it(capsys, given, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--demo", "--port", "1", "--retention", given])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "microadjust", "rules", "validate", str(DEMO_RULES)],
                          capture_output=True, text=True, timeout=30)

@@ -322,3 +322,28 @@ async def test_extended_event_kinds_are_stored_without_values(server):
     assert await recv(ws) == {"t": "ack", "seq": 6}
     assert stats(server, sid)["sessions"] == {sid: 6}
     await ws.close()
+
+
+async def test_an_open_session_whose_visitor_the_store_cap_dropped_keeps_working(live_server, tmp_path):
+    # store_visitors=1: each visitor's batch drops the other. The dropped session's next batch is
+    # acked and evaluated afresh, and its patches keep counting up on the open socket.
+    url = live_server(make_settings(tmp_path, rules_file=DEMO_RULES, store_visitors=1))
+    (va, sa), (vb, sb) = ids(), ids()
+    a, _ = await open_session(url, va, sa)
+    b, _ = await open_session(url, vb, sb)
+    await send(a, {"t": "events", "seq": 1, "events": [hover("p1")]})
+    assert (await until(a, "patch"))["pseq"] == 1
+    await send(b, {"t": "events", "seq": 1, "events": [hover("p2")]})
+    assert (await until(b, "patch"))["pseq"] == 1
+    store = url.app.state.store
+    assert len(store) == 1 and (await store.load(va, sa)).profile is None  # a was dropped
+    await send(a, {"t": "events", "seq": 1, "events": [hover("p1")]})  # a resend: still a duplicate
+    assert await recv(a) == {"t": "ack", "seq": 1}
+    assert (await store.load(va, sa)).profile is None
+    await send(a, {"t": "events", "seq": 2, "events": [hover("p3")]})
+    assert await recv(a) == {"t": "ack", "seq": 2}
+    patch = await recv(a)
+    assert patch["t"] == "patch" and patch["pseq"] == 2 and patch["patch"]["target"] == {"item": "p3"}
+    assert (await store.load(va, sa)).ack == 2
+    await a.close()
+    await b.close()

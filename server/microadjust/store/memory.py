@@ -8,6 +8,13 @@ commit, so an acked event is in the log.
 
 Nothing survives a restart: that is the embedded mode's documented trade-off (docs/SERVER.md).
 
+Memory is bounded (docs/SERVER.md, "Embedded store"). Visitors are kept in order of their last
+commit; each commit drops, from the least recently active end, the visitors idle longer than
+`retention_s` (the same retention as Redis mode's key TTLs) and those beyond `max_visitors`, each
+with its sessions. A visitor keeps at most `max_sessions_per_visitor` sessions (the least recently
+active go first) and none idle longer than the retention. A dropped session that comes back starts
+afresh, as after a Redis key expired: its next batch is evaluated on an empty profile.
+
 Profiles are kept serialised (compact JSON bytes, `jsonfast`), not as objects. `load` parses
 them, so every snapshot is a fresh object its caller owns and may change; `commit` serialises the
 parts it is given and keeps no reference to them. A profile as objects is a few hundred dicts and
@@ -24,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .. import jsonfast
+from .. import jsonfast, metrics
 from . import SessionSnapshot, Store
 
 
@@ -38,21 +46,40 @@ class _Session:
     ack: int = 0
     pseq: int = 0
     events: int = 0  # events stored in this session
+    touched: float = 0.0  # clock time of its last commit
 
 
 @dataclass
 class _Visitor:
     profile: bytes | None = None  # the visitor part, serialised
     version: int = 0
+    touched: float = 0.0  # clock time of the visitor's last commit (any session)
 
 
 class MemoryStore(Store):
-    def __init__(self, log=None, clock=time.time) -> None:
+    def __init__(
+        self,
+        log=None,
+        clock=time.time,
+        *,
+        retention_s: float = 30 * 24 * 3600,
+        max_visitors: int = 100_000,
+        max_sessions_per_visitor: int = 100,
+    ) -> None:
+        for name, value in (("retention_s", retention_s), ("max_visitors", max_visitors),
+                            ("max_sessions_per_visitor", max_sessions_per_visitor)):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
         self.log = log  # an EventLog (or None: events are counted, not logged)
         self._clock = clock
-        self._visitors: dict[str, _Visitor] = {}
+        self.retention_s = retention_s
+        self.max_visitors = max_visitors
+        self.max_sessions_per_visitor = max_sessions_per_visitor
+        # Least recently active first: `commit` moves its visitor to the end.
+        self._visitors: OrderedDict[str, _Visitor] = OrderedDict()
         self._sessions: dict[tuple[str, str], _Session] = {}
-        self._by_visitor: dict[str, set[str]] = {}
+        # vid -> its session ids, least recently active first (a dict used as an ordered set).
+        self._by_visitor: dict[str, dict[str, None]] = {}
         # One lock for the whole store: a commit is a few dict writes, never awaits inside,
         # so a single lock costs nothing and makes visitor + session CAS trivially atomic.
         self._lock = asyncio.Lock()
@@ -67,8 +94,8 @@ class MemoryStore(Store):
 
     async def commit(self, vid, sid, snapshot, profile, ack, pseq, events) -> bool:
         async with self._lock:
-            v = self._visitors.setdefault(vid, _Visitor())
-            s = self._sessions.setdefault((vid, sid), _Session())
+            v = self._visitors.get(vid) or _Visitor()
+            s = self._sessions.get((vid, sid)) or _Session()
             if (v.version, s.version) != tuple(snapshot.version):
                 return False
             v.profile = _serialise(profile.get("v"))
@@ -78,10 +105,67 @@ class MemoryStore(Store):
             s.ack = max(s.ack, ack)
             s.pseq = max(s.pseq, pseq)
             s.events += len(events)
-            self._by_visitor.setdefault(vid, set()).add(sid)
+            now = self._clock()
+            v.touched = s.touched = now
+            if vid in self._visitors:
+                self._visitors.move_to_end(vid)
+            else:
+                self._visitors[vid] = v
+            sids = self._by_visitor.get(vid)
+            if sids is None:
+                self._by_visitor[vid] = {sid: None}
+                self._sessions[(vid, sid)] = s
+            elif sid in sids:
+                if len(sids) > 1:
+                    del sids[sid]
+                    sids[sid] = None
+            else:
+                sids[sid] = None
+                self._sessions[(vid, sid)] = s
+                self._trim_sessions(vid, sids, now)
             if self.log is not None and events:
-                self.log.append(vid, sid, events, int(self._clock() * 1000))
+                self.log.append(vid, sid, events, int(now * 1000))
+            self._evict(now)
             return True
+
+    def _trim_sessions(self, vid: str, sids: dict[str, None], now: float) -> None:
+        """A visitor got a new session: drop its oldest beyond the cap and any past retention."""
+        cutoff = now - self.retention_s
+        while len(sids) > 1:
+            oldest = next(iter(sids))
+            if len(sids) > self.max_sessions_per_visitor:
+                reason = "capacity"
+            elif self._sessions[(vid, oldest)].touched < cutoff:
+                reason = "retention"
+            else:
+                break
+            del sids[oldest]
+            del self._sessions[(vid, oldest)]
+            metrics.STORE_EVICTIONS.labels("session", reason).inc()
+
+    def _evict(self, now: float) -> None:
+        """Drop the least recently active visitors while past retention or over the cap."""
+        visitors = self._visitors
+        cutoff = now - self.retention_s
+        while visitors:
+            vid, oldest = next(iter(visitors.items()))
+            if len(visitors) > self.max_visitors:
+                reason = "capacity"
+            elif oldest.touched < cutoff:
+                reason = "retention"
+            else:
+                return
+            self._drop_visitor(vid)
+            metrics.STORE_EVICTIONS.labels("visitor", reason).inc()
+
+    def _drop_visitor(self, vid: str) -> None:
+        self._visitors.pop(vid, None)
+        for sid in self._by_visitor.pop(vid, ()):
+            self._sessions.pop((vid, sid), None)
+
+    def __len__(self) -> int:
+        """Visitors held."""
+        return len(self._visitors)
 
     async def export_visitor(self, vid: str) -> dict[str, Any]:
         v = self._visitors.get(vid)
@@ -93,9 +177,7 @@ class MemoryStore(Store):
 
     async def erase_visitor(self, vid: str) -> None:
         async with self._lock:
-            self._visitors.pop(vid, None)
-            for sid in self._by_visitor.pop(vid, ()):
-                self._sessions.pop((vid, sid), None)
+            self._drop_visitor(vid)
 
     def session_counts(self) -> dict[str, int]:
         """Stored events per session id (admin stats; tests compare them with the page's count)."""
