@@ -238,6 +238,9 @@ class Connection:
         # so does the last pseq this socket got (`saw`). `ack_floor`: the highest seq acked here.
         self.pseq_floor = 0
         self.ack_floor = 0
+        # Between hello and welcome: messages for this session delivered while the welcome is
+        # prepared wait here, so none falls between the resume read and the socket's registration.
+        self.early: list[dict[str, Any]] | None = None
         self.bad = 0
         self.tokens = float(limits.rate_burst)
         self.refill_at = time.monotonic()
@@ -314,6 +317,9 @@ class Connection:
 
     def deliver(self, messages: list[dict[str, Any]]) -> None:
         """Queue messages from elsewhere (beacon, bus); a consumer this far behind is closed."""
+        if self.early is not None:
+            self.early.extend(messages)
+            return
         self.saw(messages)
         for msg in messages:
             if self.state is State.CLOSING:
@@ -550,6 +556,16 @@ class Gateway:
             return await conn.close(P.CLOSE_SITE_MISMATCH, "site mismatch")
         conn.vid, conn.sid, conn.consent = hello.vid, hello.sid, hello.consent
         logs.bind(vid=conn.vid, sid=conn.sid)
+        # Registered (and, in Redis mode, present) before the state is read: a patch for this
+        # session committed from now on reaches `conn.early` (or the resume read, or both; the
+        # pseq filter below sends it once), never neither.
+        conn.early = []
+        self.registry.add(conn)
+        self.stats.connections += 1
+        self.stats.connections_total += 1
+        metrics.CONNECTIONS.inc()
+        if self.bus is not None:
+            await self.bus.join(conn.vid)
         snap = await self.ingest.store.load(conn.vid, conn.sid)
         welcome: dict[str, Any] = {
             "t": "welcome", "v": P.VERSION, "sid": conn.sid, "ack": snap.ack, "hb": self.limits.heartbeat_ms,
@@ -574,16 +590,15 @@ class Gateway:
         await conn.send(welcome)
         for msg in missed:
             await conn.send(msg)
+        early, conn.early = conn.early, None
         conn.state = State.OPEN
-        self.registry.add(conn)
-        self.stats.connections += 1
-        self.stats.connections_total += 1
-        metrics.CONNECTIONS.inc()
-        if self.bus is not None:
-            await self.bus.join(conn.vid)
+        sent = welcome["pseq"]
+        late = [m for m in early if m.get("pseq", 0) > sent]
+        if late:
+            conn.deliver(late)
         # This frame lives as long as the socket: drop the hello, the snapshot and the welcome
         # (about 2 KB per idle socket, bench/experiments/conn_memory.py).
-        text = obj = hello = snap = welcome = missed = resume = None
+        text = obj = hello = snap = welcome = missed = resume = early = late = None
         await self._open(conn)
 
     async def _resume(self, conn: Connection, last_pseq: int, current: int) -> Resume:

@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 
+from microadjust import protocol as P
 from microadjust.outbox import LocalOutbox, resume_from
 
 from protocol.schemas import validator
@@ -199,3 +200,38 @@ async def test_concurrent_reconnects_of_two_sessions_are_kept_apart(server):
     assert wa["resume"]["sent"] == 2 and wb["resume"]["sent"] == 1
     await a.close()
     await b.close()
+
+
+async def test_a_patch_committed_while_the_welcome_is_prepared_is_sent_once_after_it(server):
+    # A batch of the session (another tab, or its beacon) is committed between this socket's
+    # state read (the resume's starting point) and its welcome: the patch must reach this socket,
+    # once, right after the welcome.
+    vid, sid = ids()
+    other, _ = await open_session(server, vid, sid)
+    await send(other, clicks(1, 1))
+    assert (await until(other, "patch"))["pseq"] == 1
+    gateway, store = server.app.state.gateway, server.app.state.store
+    load = store.load
+    raced = []
+
+    async def load_then_race(v, s):  # runs on the server's loop
+        snap = await load(v, s)
+        if s == sid and not raced:
+            raced.append(True)
+            _, batch = P.validate_client_message(clicks(2, 1), 100)
+            result = await gateway.ingest.batch(vid, sid, "granted", batch)
+            await gateway.distribute(vid, sid, result)  # as the beacon route does
+        return snap
+
+    store.load = load_then_race
+    try:
+        ws, welcome = await open_session(server, vid, sid, pseq=1)
+    finally:
+        store.load = load
+    assert raced and welcome["pseq"] == 1  # what the state said when it was read
+    patch = await recv(ws)
+    assert patch["t"] == "patch" and patch["pseq"] == 2 and patch["patch"]["target"] == {"item": "p2"}
+    await nothing_more(ws)
+    assert (await until(other, "patch"))["pseq"] == 2  # the other tab got it too
+    await ws.close()
+    await other.close()
