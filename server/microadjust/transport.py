@@ -350,7 +350,10 @@ class StreamProtocol(asyncio.Protocol):
             try:
                 await waiter
             finally:
-                self.waiter = None
+                # The local too: a TimeoutError's traceback keeps this frame, and the frame would
+                # keep the future that holds the error, a cycle only the collector frees (one per
+                # idle socket per tick).
+                self.waiter = waiter = None
             inbox = self.inbox
         message = inbox.pop(0)
         if not inbox:
