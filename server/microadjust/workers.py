@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import os
 import shutil
@@ -30,7 +31,7 @@ import sys
 import time
 
 from . import multiproc as metrics
-from .settings import Settings
+from .settings import Limits, Settings
 
 log = logging.getLogger("microadjust.workers")
 
@@ -83,6 +84,14 @@ class Supervisor:
             cmd += ["--rules", str(s.rules_file)]  # the demo copy, made once by the parent
         if s.redis_cluster:
             cmd.append("--redis-cluster")
+        if s.public_rules:
+            cmd.append("--public-rules")
+        cmd += ["--retention", str(s.retention_s)]
+        defaults = Limits()
+        for f in dataclasses.fields(Limits):  # every limit the command line changed
+            value = getattr(s.limits, f.name)
+            if f.name != "drain_timeout_s" and value != getattr(defaults, f.name):
+                cmd += ["--limit", f"{f.name}={value!r}"]
         return cmd
 
     def _environment(self) -> dict[str, str]:

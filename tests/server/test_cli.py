@@ -102,6 +102,23 @@ def test_serve_refuses_a_bad_retention_naming_it(capsys, given, message):
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_workers_are_started_with_the_parents_retention_limits_and_flags(tmp_path):
+    from microadjust.cli import build_settings, parser
+    from microadjust.workers import Supervisor
+
+    args = parser().parse_args(["serve", "--demo", "--data-dir", str(tmp_path), "--workers", "2",
+                                "--redis", "redis://127.0.0.1:1", "--retention", "12h", "--public-rules",
+                                "--limit", "rate_per_s=50", "--limit", "store_visitors=7", "--drain-timeout", "3"])
+    parent = build_settings(args)
+    cmd = Supervisor(parent, args)._worker_command(0)
+    assert cmd[1:4] == ["-m", "microadjust", "serve"]
+    worker_args = parser().parse_args(cmd[3:])
+    worker_args.redis = parent.redis_url  # passed through the environment, not the command line
+    worker = build_settings(worker_args)
+    assert worker.limits == parent.limits and worker.limits.rate_per_s == 50.0
+    assert (worker.retention_s, worker.public_rules, worker.demo) == (43_200, True, True)
+
+
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "microadjust", "rules", "validate", str(DEMO_RULES)],
                          capture_output=True, text=True, timeout=30)
