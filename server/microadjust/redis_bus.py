@@ -513,11 +513,16 @@ async def _call(callback: Callback | None, *args: Any) -> None:
 
 async def _quietly(awaitable, timeout: float = 2.0) -> None:
     """Close something that may be broken: errors ignored, and at most `timeout` seconds, since
-    redis-py's pub/sub close can wait on a connection a cancelled reader left half-used."""
-    try:
-        await asyncio.wait_for(awaitable, timeout)
-    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
-        pass
+    redis-py's pub/sub close can wait on a connection a cancelled reader left half-used. Not
+    `wait_for`: on timeout it cancels and then waits for the close to end, however long."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.warning("closing a redis pub/sub connection took over %.0f s; left behind", timeout)
+        task.cancel()
+        return
+    if not task.cancelled():
+        task.exception()  # retrieved: closing a broken connection may fail; nothing to do
 
 
 @dataclass

@@ -239,3 +239,28 @@ async def test_close_does_not_wait_forever_for_a_task_stuck_in_its_cleanup(redis
     assert asyncio.get_running_loop().time() - started < 15
     assert "did not stop within 5 s" in caplog.text
     stuck.cancel()  # a second cancel ends it
+
+
+async def test_a_pubsub_close_that_ignores_cancellation_is_left_behind_after_its_bound():
+    # asyncio.wait_for would cancel it and then wait for it to end: here, forever.
+    from microadjust.redis_bus import _quietly
+
+    released = asyncio.Event()
+
+    async def stuck_close():
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if released.is_set():
+                    raise  # the test lets it go at the end
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(_quietly(stuck_close(), timeout=0.2), 10)
+    assert loop.time() - started < 5
+    [left] = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "stuck_close"]
+    released.set()
+    left.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await left
