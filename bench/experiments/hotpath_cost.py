@@ -14,7 +14,6 @@ Timings are microseconds per batch of 10 events, best of 5 rounds (least disturb
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import importlib
 import importlib.util

@@ -12,7 +12,6 @@ message naming the problem and exit with status 1 (2 for wrong usage), never a t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -132,7 +131,7 @@ def _fail(msg: str) -> int:
 
 def _load_rules_or_fail(path: Path):
     from . import engine
-    from .rulebook import RulesFileError, read_rules_file
+    from .rulebook import read_rules_file
 
     doc = read_rules_file(path)  # RulesFileError propagates to the caller
     try:

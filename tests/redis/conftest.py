@@ -7,7 +7,6 @@ lives in a temporary directory.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
