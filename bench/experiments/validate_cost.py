@@ -37,6 +37,8 @@ MUTANTS = 20_000
 
 
 def load(name: str, path: Path):
+    # Inside the package, so that protocol.py's relative imports (`from . import jsonfast`) resolve.
+    name = f"microadjust.{name}"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # dataclasses look their module up while building the class

@@ -59,8 +59,8 @@ class Limits:
     outbox_sessions: int = 10_000
     # Embedded store (docs/SERVER.md, "Embedded store"): visitors kept in memory, the least
     # recently active dropped first beyond the cap, and sessions kept per visitor. A visitor with
-    # one session holds ~2.3-3.5 KB (bench/experiments/store_memory.py), so 100,000 bound the
-    # store at ~350 MB. Redis mode keeps profiles in Redis and ignores both.
+    # one session holds ~2.2-3.4 KB (bench/experiments/store_memory.py), so 100,000 bound the
+    # store at ~340 MB. Redis mode keeps profiles in Redis and ignores both.
     store_visitors: int = 100_000
     store_sessions_per_visitor: int = 100
     # SIGTERM drain (docs/SCALING.md): close every socket with 4010, flush buffered writes and

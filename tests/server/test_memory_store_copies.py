@@ -80,7 +80,7 @@ async def test_snapshots_are_the_callers_own_and_commits_keep_no_reference():
 async def test_a_stored_part_is_compact_bytes():
     store = MemoryStore()
     await run_batch(store, "v_visitor1", "s_session1", 0)
-    part = store._sessions[("v_visitor1", "s_session1")].profile
+    part = store._visitors["v_visitor1"].sessions["s_session1"].profile
     assert type(part) is bytes and json.loads(part)["views"] == 1
     # orjson's own bytes keep an 8 KB+ buffer whatever their length; the store keeps a copy
     # of the exact length (tracemalloc sees what is allocated, not just the length).

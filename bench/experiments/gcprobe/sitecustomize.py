@@ -5,8 +5,12 @@ ran, their total and longest time to stderr (lines starting `GCPROBE`).
     PYTHONPATH=bench/experiments/gcprobe .venv/bin/microadjust serve --demo ... 2> gc.log &
     node bench/loadgen.mjs --scenario latency ...; kill -USR1 $!; grep GCPROBE gc.log
 
-Used for docs/PERFORMANCE.md "Garbage collector"; the callback costs a few microseconds per
-collection, so compare runs that both have it.
+`kill -USR2 <pid>` prints how many objects the collector tracks (and how many `gc.freeze()`
+set aside), then the 25 commonest types among them (lines starting `GCTYPES`): what a
+collection has to walk, and garbage waiting in reference cycles.
+
+Used for docs/PERFORMANCE.md "Garbage collector" and step 9 (no cycle per receive timeout); the
+callback costs a few microseconds per collection, so compare runs that both have it.
 """
 
 import gc
@@ -35,5 +39,17 @@ def _report(*_args) -> None:
     sys.stderr.flush()
 
 
+def _types(*_args) -> None:
+    from collections import Counter
+
+    objects = gc.get_objects()
+    counts = Counter(type(o).__name__ for o in objects)
+    sys.stderr.write(f"GCTYPES total={len(objects)} frozen={gc.get_freeze_count()}\n")
+    for name, n in counts.most_common(25):
+        sys.stderr.write(f"GCTYPES {name} {n}\n")
+    sys.stderr.flush()
+
+
 gc.callbacks.append(_callback)
 signal.signal(signal.SIGUSR1, _report)
+signal.signal(signal.SIGUSR2, _types)

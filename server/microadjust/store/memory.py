@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import jsonfast, metrics
@@ -54,6 +54,8 @@ class _Visitor:
     profile: bytes | None = None  # the visitor part, serialised
     version: int = 0
     touched: float = 0.0  # clock time of the visitor's last commit (any session)
+    # Its sessions by id, least recently active first (commit moves its session to the end).
+    sessions: dict[str, _Session] = field(default_factory=dict)
 
 
 class MemoryStore(Store):
@@ -77,16 +79,13 @@ class MemoryStore(Store):
         self.max_sessions_per_visitor = max_sessions_per_visitor
         # Least recently active first: `commit` moves its visitor to the end.
         self._visitors: OrderedDict[str, _Visitor] = OrderedDict()
-        self._sessions: dict[tuple[str, str], _Session] = {}
-        # vid -> its session ids, least recently active first (a dict used as an ordered set).
-        self._by_visitor: dict[str, dict[str, None]] = {}
         # One lock for the whole store: a commit is a few dict writes, never awaits inside,
         # so a single lock costs nothing and makes visitor + session CAS trivially atomic.
         self._lock = asyncio.Lock()
 
     async def load(self, vid: str, sid: str) -> SessionSnapshot:
-        v = self._visitors.get(vid) or _Visitor()
-        s = self._sessions.get((vid, sid)) or _Session()
+        v = self._visitors.get(vid) or _NO_VISITOR
+        s = v.sessions.get(sid) or _NO_SESSION
         profile = None
         if v.profile is not None or s.profile is not None:
             profile = {"v": _parse(v.profile), "s": _parse(s.profile)}
@@ -95,7 +94,7 @@ class MemoryStore(Store):
     async def commit(self, vid, sid, snapshot, profile, ack, pseq, events) -> bool:
         async with self._lock:
             v = self._visitors.get(vid) or _Visitor()
-            s = self._sessions.get((vid, sid)) or _Session()
+            s = v.sessions.get(sid) or _Session()
             if (v.version, s.version) != tuple(snapshot.version):
                 return False
             v.profile = _serialise(profile.get("v"))
@@ -111,36 +110,31 @@ class MemoryStore(Store):
                 self._visitors.move_to_end(vid)
             else:
                 self._visitors[vid] = v
-            sids = self._by_visitor.get(vid)
-            if sids is None:
-                self._by_visitor[vid] = {sid: None}
-                self._sessions[(vid, sid)] = s
-            elif sid in sids:
-                if len(sids) > 1:
-                    del sids[sid]
-                    sids[sid] = None
+            sessions = v.sessions
+            if sid in sessions:
+                if len(sessions) > 1:
+                    del sessions[sid]
+                    sessions[sid] = s
             else:
-                sids[sid] = None
-                self._sessions[(vid, sid)] = s
-                self._trim_sessions(vid, sids, now)
+                sessions[sid] = s
+                self._trim_sessions(sessions, now)
             if self.log is not None and events:
                 self.log.append(vid, sid, events, int(now * 1000))
             self._evict(now)
             return True
 
-    def _trim_sessions(self, vid: str, sids: dict[str, None], now: float) -> None:
+    def _trim_sessions(self, sessions: dict[str, _Session], now: float) -> None:
         """A visitor got a new session: drop its oldest beyond the cap and any past retention."""
         cutoff = now - self.retention_s
-        while len(sids) > 1:
-            oldest = next(iter(sids))
-            if len(sids) > self.max_sessions_per_visitor:
+        while len(sessions) > 1:
+            oldest, s = next(iter(sessions.items()))
+            if len(sessions) > self.max_sessions_per_visitor:
                 reason = "capacity"
-            elif self._sessions[(vid, oldest)].touched < cutoff:
+            elif s.touched < cutoff:
                 reason = "retention"
             else:
                 break
-            del sids[oldest]
-            del self._sessions[(vid, oldest)]
+            del sessions[oldest]
             metrics.STORE_EVICTIONS.labels("session", reason).inc()
 
     def _evict(self, now: float) -> None:
@@ -155,13 +149,8 @@ class MemoryStore(Store):
                 reason = "retention"
             else:
                 return
-            self._drop_visitor(vid)
+            del visitors[vid]  # its sessions with it
             metrics.STORE_EVICTIONS.labels("visitor", reason).inc()
-
-    def _drop_visitor(self, vid: str) -> None:
-        self._visitors.pop(vid, None)
-        for sid in self._by_visitor.pop(vid, ()):
-            self._sessions.pop((vid, sid), None)
 
     def __len__(self) -> int:
         """Visitors held."""
@@ -170,23 +159,26 @@ class MemoryStore(Store):
     async def export_visitor(self, vid: str) -> dict[str, Any]:
         v = self._visitors.get(vid)
         sessions = {}
-        for sid in sorted(self._by_visitor.get(vid, ())):
-            s = self._sessions[(vid, sid)]
+        for sid, s in sorted(v.sessions.items() if v else ()):
             sessions[sid] = {"profile": _parse(s.profile), "ack": s.ack, "pseq": s.pseq, "events": s.events}
         return {"vid": vid, "profile": _parse(v.profile) if v else None, "sessions": sessions}
 
     async def erase_visitor(self, vid: str) -> None:
         async with self._lock:
-            self._drop_visitor(vid)
+            self._visitors.pop(vid, None)  # its sessions with it
 
     def session_counts(self) -> dict[str, int]:
         """Stored events per session id (admin stats; tests compare them with the page's count)."""
-        return {sid: s.events for (_, sid), s in self._sessions.items()}
+        return {sid: s.events for v in self._visitors.values() for sid, s in v.sessions.items()}
 
     async def close(self, timeout: float = 5.0) -> None:
         # Every commit already wrote its events; closing flushes the file's buffer.
         if self.log is not None:
             self.log.close()
+
+
+_NO_VISITOR = _Visitor()  # what `load` reads for a visitor or session not held (never changed)
+_NO_SESSION = _Session()
 
 
 def _serialise(part: Any) -> bytes | None:
