@@ -24,6 +24,13 @@ def dumps(x: Any) -> bytes:
         return ujson.dumps(x, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
+def dumps_kept(x: Any) -> bytes:
+    """`dumps` for bytes that are kept for long (stored profiles, outboxes): orjson's bytes keep
+    the buffer it wrote into (4 KB and up, whatever the length: measured with tracemalloc), so
+    an exact-length copy is what is worth keeping."""
+    return memoryview(dumps(x)).tobytes()
+
+
 def loads(data: bytes | str) -> Any:
     """Parse what `dumps` wrote (orjson; ujson for what orjson refuses, an integer beyond 64 bits)."""
     try:

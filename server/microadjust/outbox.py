@@ -17,6 +17,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from . import jsonfast
+
 
 @dataclass
 class Resume:
@@ -71,7 +73,7 @@ class LocalOutbox:
         key = (vid, sid)
         entry = self._boxes.pop(key, None)
         box = entry[1] if entry is not None and entry[0] > self.clock() else deque(maxlen=self.size)
-        box.extend(messages)
+        box.extend([jsonfast.dumps_kept(m) for m in messages])
         self._boxes[key] = (self.clock() + self.ttl_s, box)
         while len(self._boxes) > self.max_sessions:
             self._boxes.popitem(last=False)
@@ -81,7 +83,7 @@ class LocalOutbox:
         entry = self._boxes.get((vid, sid))
         if entry is None or entry[0] <= self.clock():
             return []
-        return list(entry[1])
+        return [jsonfast.loads(m) for m in entry[1]]
 
     def resume(self, vid: str, sid: str, last_pseq: int, current: int) -> Resume:
         return resume_from(self.messages(vid, sid), last_pseq, current)

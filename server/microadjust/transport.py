@@ -108,6 +108,10 @@ class StreamProtocol(asyncio.Protocol):
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        # websockets' parser is a generator whose frame refers to its ServerProtocol: a cycle
+        # that only a full collection would free (a dozen objects per closed socket). No byte
+        # comes after this, so the parser is closed and the socket's objects go at once.
+        self.conn.parser.close()
         if exc is None:
             self.transport.close()
 

@@ -163,6 +163,17 @@ def test_local_outbox_keeps_the_last_64_messages_of_a_session():
     assert [m["pseq"] for m in old.messages] == list(range(37, 101)) and not old.complete
 
 
+def test_local_outbox_keeps_messages_serialised():
+    # A message as objects is a dozen dicts and lists that live as long as the session and that
+    # every full collection walked; bytes are one object the collector never looks into.
+    box = LocalOutbox()
+    patch = {"t": "patch", "pseq": 1, "patch": {"id": "e:p1", "ops": [{"op": "emphasise", "sel": "[data-ma-item=\"p1\"]"}]}}
+    box.record("v_visitor1", "s_session1", [patch, msg(2)])
+    kept = box._boxes[("v_visitor1", "s_session1")][1]
+    assert [type(m) for m in kept] == [bytes, bytes]
+    assert box.messages("v_visitor1", "s_session1") == [patch, msg(2)]
+
+
 def test_local_outbox_expires_and_evicts_the_least_recent_session():
     now = [0.0]
     box = LocalOutbox(size=4, ttl_s=60, sessions=2, clock=lambda: now[0])

@@ -303,3 +303,48 @@ async def test_a_frame_announcing_more_than_the_limit_closes_1009_from_its_heade
     opcode, data = await _read_frame(reader)
     assert opcode == 0x8 and int.from_bytes(data[:2], "big") == 1009
     writer.close()
+
+
+async def test_a_closed_socket_leaves_nothing_for_the_collector(server):
+    # websockets' parser is a generator whose frame refers to its ServerProtocol: left alone,
+    # every closed socket left a cycle of a dozen objects that only a full collection freed.
+    import gc
+    import weakref
+
+    vid, sid = ids()
+    gc.collect()
+    gc.disable()
+    try:
+        async with connect(server) as ws:
+            await send(ws, hello(vid, sid))
+            assert (await recv(ws))["t"] == "welcome"
+            [proto] = [p for p in open_sockets(server) if p.accepted]
+            parser = weakref.ref(proto.conn)
+            del proto
+        deadline = asyncio.get_running_loop().time() + 5
+        while parser() is not None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        assert parser() is None, "the closed socket's ServerProtocol waits for the collector"
+    finally:
+        gc.enable()
+
+
+async def test_a_waiting_socket_keeps_nothing_of_its_last_message(server):
+    # What a message allocates dies when it has been handled, young: kept by the reader's frame
+    # while it waited for the next one, every socket's last batch (a dozen dicts and lists)
+    # aged into the collector's older generations (docs/PERFORMANCE.md, "Garbage collector").
+    import gc
+
+    from microadjust.protocol import Batch
+
+    def batches() -> list:
+        return [o for o in gc.get_objects() if type(o) is Batch and any(e.get("item") == "p_gcprobe" for e in o.events)]
+
+    vid, sid = ids()
+    async with connect(server) as ws:
+        await send(ws, hello(vid, sid))
+        assert (await recv(ws))["t"] == "welcome"
+        await send(ws, {"t": "events", "seq": 1, "events": [hover("p_gcprobe"), hover("p_gcprobe", phase="end")]})
+        assert (await until(ws, "ack"))["seq"] == 2
+        await asyncio.sleep(0.05)
+        assert batches() == []

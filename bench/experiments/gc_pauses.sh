@@ -1,0 +1,37 @@
+#!/bin/bash
+# Latency and garbage-collector pauses at a fixed open-loop load below saturation: starts
+# `microadjust serve --demo` pinned to core 0 under bench/experiments/gcprobe (PYTHONPATH=$1
+# first, e.g. a copy of an older tree's server/, for a pair), drives CONNS sockets x RATE
+# batches/s for 10 s after 3 s of warm-up from core 1, then prints the loader's latency from
+# scheduled send, the server's CPU per sent batch, each generation's collections (count, total
+# and longest pause) and how many objects the collector tracks once the load has gone.
+#
+#   bench/experiments/gc_pauses.sh ''                      # this tree, 1,000 sockets x 3/s
+#   bench/experiments/gc_pauses.sh /tmp/prev/server 3 1000 # another tree
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+pp=${1:-}
+rate=${2:-3}
+conns=${3:-1000}
+port=${PORT:-8796}
+data=$(mktemp -d)
+trap 'rm -rf "$data"' EXIT
+PYTHONPATH=bench/experiments/gcprobe${pp:+:$pp} taskset -c 0 .venv/bin/microadjust serve --demo \
+  --host 127.0.0.1 --port "$port" --data-dir "$data" --log-level warning \
+  --limit rate_per_s=100000 --limit rate_burst=100000 > /dev/null 2> "$data/gc.log" &
+pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.2; done
+t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+res=$(taskset -c 1 node bench/loadgen.mjs --url "ws://127.0.0.1:$port/v1/stream?site=demo&v=1" \
+  --origin "http://127.0.0.1:$port" --scenario latency --conns "$conns" --rate "$rate" --duration 10 \
+  --warmup 3 | grep '^RESULT')
+t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+kill -USR1 "$pid"
+kill -USR2 "$pid"
+sleep 1
+kill "$pid"; wait "$pid" 2>/dev/null || true
+sent=$(grep -o '"sent":[0-9]*' <<< "$res" | cut -d: -f2)
+lat=$(grep -o '"latency_ms":{[^}]*}' <<< "$res")
+hz=$(getconf CLK_TCK)
+echo "$lat us_per_batch=$(( (t1 - t0) * 1000000 / hz / sent ))"
+grep -E '^GCPROBE|^GCTYPES total' "$data/gc.log" || true
