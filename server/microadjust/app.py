@@ -23,6 +23,7 @@ from .eventlog import EventLog
 from .gateway import Gateway, Ingest, Registry, Stats
 from .http import Routes
 from .logs import RequestIdMiddleware
+from .looplag import LoopLag
 from .rulebook import Rulebook
 from .settings import Settings
 from .simulator import simulator_routes
@@ -84,9 +85,12 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
         # walks only objects made since (a latency-tail measure; docs/PERFORMANCE.md).
         gc.collect()
         gc.freeze()
+        lag = app.state.looplag = LoopLag()
+        lag.start()
         try:
             yield
         finally:
+            lag.stop()
             # Normally the runner already drained the sockets (4010) before the ASGI server tore
             # them down (see cli.Server); this covers other ASGI servers.
             await gateway.drain()

@@ -37,6 +37,7 @@ _MULTIPROC_AT_IMPORT = bool(os.environ.get(MULTIPROC_ENV))
 # includes the network both ways and the browser's next animation frame (tens of ms).
 _DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 _PIXEL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 CONNECTIONS = Gauge(
@@ -68,6 +69,11 @@ EVENT_TO_PIXEL_SECONDS = Histogram(
     "microadjust_event_to_pixel_seconds",
     "Event-to-paint time measured by the client (the `ms` of an `applied` report).",
     buckets=_PIXEL_BUCKETS,
+)
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "microadjust_event_loop_lag_seconds",
+    "How late the event loop ran a callback scheduled every 100 ms (looplag.py).",
+    buckets=_LAG_BUCKETS,
 )
 REDIS_RTT_SECONDS = Histogram(
     "microadjust_redis_rtt_seconds",
