@@ -219,8 +219,13 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
 
     update = Update()
     interest = work["v"]["interest"]
-    raw_before = {kind: top_raw(interest[kind], now, hl) for kind in TOP_KINDS}  # unrounded, for top_after
-    tops_before = {kind: (best, r6(score)) for kind, (best, score) in raw_before.items()}  # top_of()
+    # The tables' tops before the events, to tell which top features the batch moved. A batch
+    # without events (a tick) moves none: the state rules compute the tops they read, if any.
+    if events:
+        raw_before = {kind: top_raw(interest[kind], now, hl) for kind in TOP_KINDS}  # unrounded, for top_after
+        tops_before = {kind: (best, r6(score)) for kind, (best, score) in raw_before.items()}  # top_of()
+    else:
+        raw_before = tops_before = {}
     start_batch(work, update, now, bool(events))
     cause = 0
     ctx = None
@@ -259,7 +264,7 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
         else:
             # Only the bumped entries moved (see top_after): they are looked at, not the table.
             tops_after[kind] = top_after(interest[kind], raw, touched, now, hl)
-    for kind, name, score_name in TOP_FEATURES:
+    for kind, name, score_name in TOP_FEATURES if tops_before else ():
         if tops_before[kind][0] != tops_after[kind][0]:
             update.changed.add(name)
         if score_name and tops_before[kind][1] != tops_after[kind][1]:
@@ -295,7 +300,8 @@ def evaluate(profile: dict | None, events: list, now: int, ruleset: RuleSet, con
             for pid in showing[rid]:
                 batch.revert(pid)
     ctx = Context(work, now, hl)
-    prime_tops(ctx, tops_after)  # the interest tables have not changed since tops_after
+    if tops_after:
+        prime_tops(ctx, tops_after)  # the interest tables have not changed since tops_after
     for order in sorted(due):
         rule = due[order]
         if capped and not rule.for_ms and rule.id not in showing:
