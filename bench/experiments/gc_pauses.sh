@@ -8,6 +8,7 @@
 #
 #   bench/experiments/gc_pauses.sh ''                      # this tree, 1,000 sockets x 3/s
 #   bench/experiments/gc_pauses.sh /tmp/prev/server 3 1000 # another tree
+#   REDIS_URL=redis://127.0.0.1:6390/0 bench/experiments/gc_pauses.sh ''   # Redis mode
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 pp=${1:-}
@@ -16,9 +17,10 @@ conns=${3:-1000}
 port=${PORT:-8796}
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
-PYTHONPATH=bench/experiments/gcprobe${pp:+:$pp} taskset -c 0 .venv/bin/microadjust serve --demo \
+PYTHONPATH=${GCPROBE:-bench/experiments/gcprobe}${pp:+:$pp} taskset -c 0 .venv/bin/microadjust serve --demo \
   --host 127.0.0.1 --port "$port" --data-dir "$data" --log-level warning \
-  --limit rate_per_s=100000 --limit rate_burst=100000 > /dev/null 2> "$data/gc.log" &
+  --limit rate_per_s=100000 --limit rate_burst=100000 ${REDIS_URL:+--redis "$REDIS_URL"} \
+  > /dev/null 2> "$data/gc.log" &
 pid=$!
 for _ in $(seq 100); do curl -s -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.2; done
 t0=$(awk '{print $14+$15}' "/proc/$pid/stat")

@@ -25,10 +25,15 @@ def dumps(x: Any) -> bytes:
 
 
 def dumps_kept(x: Any) -> bytes:
-    """`dumps` for bytes that are kept for long (stored profiles, outboxes): orjson's bytes keep
-    the buffer it wrote into (4 KB and up, whatever the length: measured with tracemalloc), so
-    an exact-length copy is what is worth keeping."""
-    return memoryview(dumps(x)).tobytes()
+    """`dumps` for bytes that are kept for long (stored profiles, outboxes, caches)."""
+    return kept(dumps(x))
+
+
+def kept(data: bytes) -> bytes:
+    """What of `dumps`' bytes is worth keeping for long: orjson's bytes keep the buffer it wrote
+    into (4 KB and up, whatever the length: measured with tracemalloc), an exact-length copy
+    does not."""
+    return memoryview(data).tobytes()
 
 
 def loads(data: bytes | str) -> Any:

@@ -326,6 +326,17 @@ return ids
 _dump = jsonfast.dumps  # bytes; redis-py and the auto-pipeline send them as they are
 
 
+def _bytes(raw: Any) -> bytes | None:
+    """A profile part as Redis returned it (bytes; str from a client that decodes), None if absent."""
+    if not raw:
+        return None
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def _parse(blob: bytes | None) -> Any:
+    return None if blob is None else jsonfast.loads(blob)
+
+
 def event_record(vid: str, sid: str, event: dict[str, Any], at: int) -> dict[str, Any]:
     """The log record of an accepted event: the event (with its `seq`) plus who and when.
 
@@ -362,18 +373,22 @@ def batch_records(batch: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------- degraded mode
 
-@dataclass
+# The cache keeps profile parts serialised (the JSON bytes Redis holds), as the embedded store
+# does, and `load` parses them into a snapshot its caller owns: as objects, 10,000 cached
+# sessions were millions of dicts and lists for the garbage collector to walk (docs/PERFORMANCE.md,
+# "Garbage collector", Redis mode).
+@dataclass(slots=True)
 class _CachedSession:
-    profile: Any
+    profile: bytes | None
     version: int
     ack: int
     pseq: int
     refreshed: float = float("-inf")  # monotonic time this process last refreshed its keys' TTLs
 
 
-@dataclass
+@dataclass(slots=True)
 class _CachedVisitor:
-    profile: Any
+    profile: bytes | None
     version: int
 
 
@@ -555,10 +570,8 @@ class RedisStore(Store):
                 pass
             else:
                 vp, vver, sp, sver, ack, pseq = raw
-                v = _CachedVisitor(ujson.loads(vp) if vp else None, int(vver or 0))
-                s = _CachedSession(
-                    ujson.loads(sp) if sp else None, int(sver or 0), int(ack or 0), int(pseq or 0)
-                )
+                v = _CachedVisitor(_bytes(vp), int(vver or 0))
+                s = _CachedSession(_bytes(sp), int(sver or 0), int(ack or 0), int(pseq or 0))
                 self._remember(vid, sid, v, s)
                 return self._snapshot(v, s, degraded=False)
         v = self._vcache.get(vid) or _CachedVisitor(None, 0)
@@ -569,7 +582,7 @@ class RedisStore(Store):
     def _snapshot(v: _CachedVisitor, s: _CachedSession, degraded: bool) -> SessionSnapshot:
         profile = None
         if v.profile is not None or s.profile is not None:
-            profile = {"v": v.profile, "s": s.profile}
+            profile = {"v": _parse(v.profile), "s": _parse(s.profile)}
         return SessionSnapshot(
             profile=profile,
             ack=s.ack,
@@ -632,9 +645,9 @@ class RedisStore(Store):
                 self._remember(
                     vid,
                     sid,
-                    _CachedVisitor(vpart, int(res[1])),
+                    _CachedVisitor(None if vpart is None else jsonfast.kept(vjson), int(res[1])),
                     _CachedSession(
-                        spart, int(res[2]), ack, pseq,
+                        None if spart is None else jsonfast.kept(sjson), int(res[2]), ack, pseq,
                         now if refresh else cached.refreshed,  # type: ignore[union-attr]
                     ),
                 )
@@ -677,8 +690,8 @@ class RedisStore(Store):
         self._remember(
             vid,
             sid,
-            _CachedVisitor(vpart, cv.version + 1),
-            _CachedSession(spart, cs.version + 1, ack, pseq),
+            _CachedVisitor(None if vpart is None else jsonfast.dumps_kept(vpart), cv.version + 1),
+            _CachedSession(None if spart is None else jsonfast.dumps_kept(spart), cs.version + 1, ack, pseq),
         )
         if not self._down and not self._flushing and not self._closed:
             # Buffered because a flush was pending; make sure one runs.
