@@ -264,3 +264,37 @@ async def test_a_pubsub_close_that_ignores_cancellation_is_left_behind_after_its
     left.cancel()
     with pytest.raises(asyncio.CancelledError):
         await left
+
+
+async def test_presence_refresh_is_spread_in_slices_and_skips_visitors_that_left(redis_url, monkeypatch):
+    # All local visitors in one pipeline held the loop for tens of ms every few seconds: the
+    # refresh goes in slices of PRESENCE_SLICE, spread over the period (a third of the TTL).
+    import microadjust.redis_bus as bus_module
+
+    monkeypatch.setattr(bus_module, "PRESENCE_SLICE", 10)
+    bus = RedisBus(redis_url, process_id="proc-slices", presence_ttl_s=0.9)
+    calls: list[list[str]] = []
+    real = bus._mark_present
+
+    async def recorded(vids):
+        calls.append(list(vids))
+        return await real(vids)
+
+    bus._mark_present = recorded
+    await bus.start()
+    try:
+        vids = [f"v_slice_{i:04d}" for i in range(35)]
+        for vid in vids:
+            await bus.join(vid)
+        await bus.leave(vids[-1])
+        calls.clear()
+        await asyncio.sleep(0.75)  # a little over two periods of 0.3 s
+        assert calls and max(len(c) for c in calls) <= 10  # 34 visitors: slices of 10 and 4
+        assert vids[-1] not in {v for c in calls for v in c}  # it left: not marked again
+        assert set(vids[:-1]) <= {v for c in calls for v in c}
+        await asyncio.sleep(0.5)  # past the TTL of the joins: only the refresh keeps them
+        for vid in vids[:-1:7]:
+            assert await bus.present(vid) == ["proc-slices"]
+        assert await bus.present(vids[-1]) == []
+    finally:
+        await bus.close()
