@@ -218,6 +218,39 @@ function loadgen(port, proto, args, onLine) {
   return new Promise((resolve) => child.once("exit", (code) => resolve({ code, result, stderr: stderr.slice(-2000) })));
 }
 
+// microadjust's own event-loop lag histogram (`microadjust_event_loop_lag_seconds`, a timer due
+// every 100 ms), read at the window's start and end: {upper bound in ms: cumulative count}.
+async function loopLag(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) });
+    const out = {};
+    for (const m of (await res.text()).matchAll(/^microadjust_event_loop_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$/gm)) {
+      out[m[1] === "+Inf" ? "Infinity" : String(Number(m[1]) * 1000)] = Number(m[2]);
+    }
+    return Object.keys(out).length ? out : null;
+  } catch {
+    return null;
+  }
+}
+
+// The window's share of the histogram: how many of the loop's timers ran late by more than
+// 5 and 15 ms, and the bucket bound the latest one fell under (a server-side stall shows here;
+// a tail with none of these came from elsewhere: the client, the network, the host).
+function lagBetween(a, b) {
+  if (!a || !b) return null;
+  const bounds = Object.keys(b).map(Number).sort((x, y) => x - y);
+  const count = (le) => (b[String(le)] ?? 0) - (a[String(le)] ?? 0);
+  const total = count(Infinity);
+  const atMost = (ms) => bounds.filter((le) => le <= ms).pop(); // the largest bound <= ms
+  const over = (ms) => total - (atMost(ms) === undefined ? 0 : count(atMost(ms)));
+  let worst = 0;
+  for (let i = 0; i < bounds.length; i++) {
+    const below = i ? count(bounds[i - 1]) : 0;
+    if (count(bounds[i]) > below) worst = bounds[i];
+  }
+  return { samples: total, over_5ms: over(5), over_15ms: over(15), worst_le_ms: worst === Infinity ? null : worst };
+}
+
 async function measure(serverKey, scenario, extraServerArgs = [], withRedis = null) {
   const def = SERVERS[serverKey];
   const port = await freePort();
@@ -243,9 +276,17 @@ async function measure(serverKey, scenario, extraServerArgs = [], withRedis = nu
       rss.baseline_kb = rssKb(server.pid);
       lgArgs = ["--scenario", "idle", "--conns", SIZE.idleConns, "--control", "stdin", "--connect-rate", 2000];
     }
+    const ours = serverKey === "microadjust" && scenario !== "idle";
+    let lagA = null;
+    let lagB = null;
     const lg = loadgen(port, def.proto, lgArgs.map(String), async (line, child) => {
-      if (line.startsWith("MARK measure_start")) a = sample({ ...pids, client: child.pid });
-      else if (line.startsWith("MARK measure_end")) b = sample({ ...pids, client: child.pid });
+      if (line.startsWith("MARK measure_start")) {
+        a = sample({ ...pids, client: child.pid });
+        if (ours) lagA = loopLag(port);
+      } else if (line.startsWith("MARK measure_end")) {
+        b = sample({ ...pids, client: child.pid });
+        if (ours) lagB = loopLag(port);
+      }
       else if (line.startsWith("READY ")) {
         await sleep(1500); // let the server settle (buffers freed, GC) before reading RSS
         rss[`${line.split(" ")[1]}_kb`] = rssKb(server.pid);
@@ -255,6 +296,7 @@ async function measure(serverKey, scenario, extraServerArgs = [], withRedis = nu
     const { code, result, stderr } = await lg;
     if (!result) return { ...row, error: `loadgen exited ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}` };
     Object.assign(row, result, a && b ? cpuBetween(a, b) : {});
+    if (ours) row.loop_lag = lagBetween(await lagA, await lagB);
     row.server_peak_rss_kb = rssKb(server.pid, "VmHWM");
     // Batches per second of server CPU: the efficiency "per core", which stays comparable when
     // other tenants of a shared machine take part of the server's core.
@@ -421,6 +463,11 @@ function table(rows) {
   for (const px of rows.filter((r) => r.scenario === "pixel" && !r.error && !r.skipped)) {
     lines.push("", `event-to-pixel (Chromium ${px.pinned ? `pinned to core ${CLIENT_CPU}` : "on all cores"}, ${px.samples} patches over ${px.hovers} hovers): ` +
       `p50 ${fmt(px.p50, 1)} ms, p90 ${fmt(px.p90, 1)} ms, p99 ${fmt(px.p99, 1)} ms, max ${fmt(px.max, 1)} ms`);
+  }
+  for (const r of rows.filter((x) => x.loop_lag && x.scenario === "latency")) {
+    const g = r.loop_lag;
+    lines.push("", `microadjust${r.redis ? " + Redis" : ""} event loop in the latency window (a timer every 100 ms): ${g.samples} timers, ` +
+      `${g.over_5ms} late by > 5 ms, ${g.over_15ms} by > 15 ms, the latest under ${g.worst_le_ms ?? "∞"} ms`);
   }
   const errs = rows.filter((r) => r.errors && Object.keys(r.errors).length).map((r) => `- ${r.server} ${r.scenario}: server errors ${JSON.stringify(r.errors)}`);
   const drops = rows.filter((r) => (r.connectFailed || r.closedEarly) ).map((r) => `- ${r.server} ${r.scenario}: ${r.connectFailed} failed to connect, ${r.closedEarly} closed early ${JSON.stringify(r.closeCodes)}`);
