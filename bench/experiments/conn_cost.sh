@@ -12,11 +12,8 @@ pp=${1:-}
 port=${PORT:-8798}
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
-PYTHONPATH=$pp taskset -c 0 .venv/bin/microadjust serve --demo --host 127.0.0.1 --port "$port" \
-  --data-dir "$data" --log-level warning > /dev/null 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.2; done
-ticks() { awk '{print $14+$15}' "/proc/$pid/stat"; }
+. bench/experiments/serve_demo.sh
+serve_demo "$pp"
 hz=$(getconf CLK_TCK)
 t0=$(ticks)
 taskset -c 1 node bench/loadgen.mjs --url "ws://127.0.0.1:$port/v1/stream?site=demo&v=1" \

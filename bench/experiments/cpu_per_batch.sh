@@ -14,14 +14,12 @@ pp=${1:-}
 port=${PORT:-8795}
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
-PYTHONPATH=$pp taskset -c 0 .venv/bin/microadjust serve --demo --host 127.0.0.1 --port "$port" \
-  --data-dir "$data" --log-level warning > /dev/null 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.2; done
-t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+. bench/experiments/serve_demo.sh
+serve_demo "$pp"
+t0=$(ticks)
 res=$(taskset -c 1 node bench/loadgen.mjs --url "ws://127.0.0.1:$port/v1/stream?site=demo&v=1" \
   --origin "http://127.0.0.1:$port" --scenario latency --conns 200 --rate 3 --duration 8 --warmup 2 | grep '^RESULT')
-t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+t1=$(ticks)
 kill "$pid"; wait "$pid" 2>/dev/null || true
 sent=$(grep -o '"sent":[0-9]*' <<< "$res" | cut -d: -f2)
 p99=$(grep -o '"p99":[0-9.]*' <<< "$res" | head -1 | cut -d: -f2)

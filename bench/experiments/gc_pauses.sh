@@ -17,17 +17,14 @@ conns=${3:-1000}
 port=${PORT:-8796}
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
-PYTHONPATH=${GCPROBE:-bench/experiments/gcprobe}${pp:+:$pp} taskset -c 0 .venv/bin/microadjust serve --demo \
-  --host 127.0.0.1 --port "$port" --data-dir "$data" --log-level warning \
-  --limit rate_per_s=100000 --limit rate_burst=100000 ${REDIS_URL:+--redis "$REDIS_URL"} \
-  > /dev/null 2> "$data/gc.log" &
-pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.2; done
-t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+. bench/experiments/serve_demo.sh
+SERVE_STDERR="$data/gc.log" serve_demo "${GCPROBE:-bench/experiments/gcprobe}${pp:+:$pp}" \
+  --limit rate_per_s=100000 --limit rate_burst=100000 ${REDIS_URL:+--redis "$REDIS_URL"}
+t0=$(ticks)
 res=$(taskset -c 1 node bench/loadgen.mjs --url "ws://127.0.0.1:$port/v1/stream?site=demo&v=1" \
   --origin "http://127.0.0.1:$port" --scenario latency --conns "$conns" --rate "$rate" --duration 10 \
   --warmup 3 | grep '^RESULT')
-t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+t1=$(ticks)
 kill -USR1 "$pid"
 kill -USR2 "$pid"
 sleep 1

@@ -13,17 +13,14 @@ n=${2:-3000}
 port=${PORT:-8797}
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
-PYTHONPATH=$pp taskset -c 0 .venv/bin/microadjust serve --demo --host 127.0.0.1 --port "$port" \
-  --data-dir "$data" --log-level warning > /dev/null 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.2; done
+. bench/experiments/serve_demo.sh
+serve_demo "$pp"
 taskset -c 1 node bench/loadgen.mjs --url "ws://127.0.0.1:$port/v1/stream?site=demo&v=1" \
   --origin "http://127.0.0.1:$port" --scenario idle --conns "$n" --hold 14 --control stdin \
   < <(sleep 8; echo; sleep 30; echo) > "$data/lg.out" &
 lg=$!
 # connect (~n/1000 s) and the first hold end at 8 s; the page views go out over ~1 s
 sleep 14
-ticks() { awk '{print $14+$15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 t0=$(ticks); sleep 10; t1=$(ticks)
 echo "$n idle sockets with a page view each: server CPU $(( (t1 - t0) * 1000 / hz / 10 / 10 ))% of a core," \
