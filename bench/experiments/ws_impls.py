@@ -3,7 +3,8 @@
 It answers the questions the server owners must decide with numbers (DESIGN.md "Components"):
 which WebSocket implementation under Starlette (uvicorn's `websockets` legacy protocol, uvicorn's
 `websockets-sansio`, or websockets' own asyncio server), whether permessage-deflate stays off,
-which JSON library, and whether `gc.freeze()` after start-up matters. The per-message work is
+which JSON library, and whether `gc.freeze()` after start-up matters; `--impl microadjust` is
+microadjust's own transport (what `microadjust serve` runs). The per-message work is
 bench/peers/floor_logic.py in every variant, so only the stack differs.
 
     .venv/bin/python bench/experiments/ws_impls.py --impl sansio --json orjson --gc-freeze --port 9200
@@ -83,6 +84,41 @@ def starlette_app(port: int, loads, dumps):
     return Starlette(routes=[WebSocketRoute("/v1/stream", stream)])
 
 
+class FloorGateway:
+    """The floor logic behind microadjust's own WebSocket transport (`transport.StreamProtocol`,
+    the class `microadjust serve` gives uvicorn for upgrades): what the transport costs when
+    the per-message work is the peers' and not the engine's."""
+
+    def __init__(self, port: int, loads, dumps) -> None:
+        self.allowed = set(origins(port))
+        self.loads, self.dumps = loads, dumps
+
+    async def endpoint(self, ws) -> None:
+        from microadjust.transport import WebSocketDisconnect
+
+        if ws.query_params.get("site") != SITE or ws.headers.get("origin") not in self.allowed:
+            await ws.close(1008)  # before accept: an HTTP 403, as the product answers
+            return
+        await ws.accept()
+        session = FloorSession(SITE, self.loads, self.dumps)
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    await ws.close(1003, "binary frames not supported")
+                    return
+                frames = session.on_text(text)
+                if frames:
+                    await ws.send_payloads([f.encode() for f in frames])
+        except Close as close:
+            await ws.close(close.code, close.reason)
+        except WebSocketDisconnect:
+            return
+
+
 async def websockets_server(port: int, loads, dumps, deflate: bool, freeze: bool) -> None:
     from websockets.asyncio.server import serve
     from websockets.exceptions import ConnectionClosed
@@ -122,7 +158,7 @@ async def websockets_server(port: int, loads, dumps, deflate: bool, freeze: bool
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--impl", choices=["uvicorn-ws", "sansio", "websockets"], required=True)
+    ap.add_argument("--impl", choices=["uvicorn-ws", "sansio", "websockets", "microadjust"], required=True)
     ap.add_argument("--json", default="json", choices=["json", "ujson", "orjson", "msgspec"])
     ap.add_argument("--deflate", action="store_true", help="negotiate permessage-deflate (off by default, PROTOCOL §1)")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.collect(); gc.freeze() once the server is up")
@@ -135,8 +171,13 @@ def main() -> None:
     import uvicorn
 
     app = starlette_app(args.port, loads, dumps)
-    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning",
-                            ws="websockets" if args.impl == "uvicorn-ws" else "websockets-sansio",
+    if args.impl == "microadjust":
+        from microadjust import transport
+
+        ws = transport.protocol_class(FloorGateway(args.port, loads, dumps))
+    else:
+        ws = "websockets" if args.impl == "uvicorn-ws" else "websockets-sansio"
+    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", ws=ws,
                             ws_per_message_deflate=args.deflate, ws_max_size=65536)
     server = uvicorn.Server(config)
 
