@@ -19,14 +19,12 @@ async def test_a_loop_held_for_50_ms_shows_as_lag():
     lag.start()
     try:
         await asyncio.sleep(0.05)
-        quiet = max(seen)
         time.sleep(0.06)  # holds the loop, as a long batch or a collection would
         await asyncio.sleep(0.03)
     finally:
         lag.stop()
     assert len(seen) >= 5
     assert lag.worst >= 0.04, seen
-    assert quiet < 0.04, seen
     count = len(seen)
     await asyncio.sleep(0.03)
     assert len(seen) == count  # stopped: no timer left behind
