@@ -147,6 +147,22 @@ async def test_a_session_s_next_load_comes_from_its_own_commit_without_a_round_t
     await other.close()
 
 
+async def test_the_cache_keeps_bytes_and_every_load_is_its_caller_s_own_copy(redis_url):
+    # Cached profile parts as objects were thousands of dicts and lists per 1,000 sessions for
+    # the garbage collector to walk; the cache keeps the JSON the commit sent instead.
+    store = RedisStore(redis_url)
+    snap = await store.load(VID, SID)
+    profile = {"v": {"interest": {"p1": [1.5, 1_700_000_000_000]}}, "s": {"page": {"url": "/shop"}}}
+    assert await store.commit(VID, SID, snap, profile, 1, 0, events(1, 1))
+    cached = store._scache[(VID, SID)]
+    assert type(cached.profile) is bytes and type(store._vcache[VID].profile) is bytes
+    first, second = await store.load(VID, SID), await store.load(VID, SID)
+    assert first.profile == second.profile == profile
+    first.profile["v"]["interest"]["p1"][0] = 99.0  # the caller's own copy
+    assert (await store.load(VID, SID)).profile == profile
+    await store.close()
+
+
 async def test_accepted_events_reach_the_stream_exactly_once_with_who_and_when(redis_url):
     store = RedisStore(redis_url, clock=lambda: 1_800_000_000.0)
     snap = await store.load(VID, SID)
