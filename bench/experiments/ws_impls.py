@@ -60,28 +60,39 @@ def starlette_app(port: int, loads, dumps):
     allowed = set(origins(port))
 
     async def stream(ws: WebSocket) -> None:
-        if ws.query_params.get("site") != SITE or ws.headers.get("origin") not in allowed:
-            await ws.close(code=1008)  # before accept: uvicorn answers HTTP 403 (PROTOCOL §2.1)
-            return
-        await ws.accept()
-        session = FloorSession(SITE, loads, dumps)
-        try:
-            while True:
-                message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                if text is None:
-                    await ws.close(1003, "binary frames not supported")
-                    return
-                for frame in session.on_text(text):
-                    await ws.send_text(frame)
-        except Close as close:
-            await ws.close(close.code, close.reason)
-        except WebSocketDisconnect:
-            return
+        async def send(frames: list[str]) -> None:
+            for frame in frames:
+                await ws.send_text(frame)
+
+        await serve_floor(ws, allowed, loads, dumps, send, WebSocketDisconnect)
 
     return Starlette(routes=[WebSocketRoute("/v1/stream", stream)])
+
+
+async def serve_floor(ws, allowed: set, loads, dumps, send, disconnected: type[Exception]) -> None:
+    """One socket of the floor logic on an ASGI-style `ws` (Starlette's WebSocket, or
+    microadjust's StreamProtocol); `send(frames)` writes a message's answers."""
+    if ws.query_params.get("site") != SITE or ws.headers.get("origin") not in allowed:
+        await ws.close(code=1008)  # before accept: an HTTP 403 (PROTOCOL §2.1)
+        return
+    await ws.accept()
+    session = FloorSession(SITE, loads, dumps)
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                await ws.close(1003, "binary frames not supported")
+                return
+            frames = session.on_text(text)
+            if frames:
+                await send(frames)
+    except Close as close:
+        await ws.close(close.code, close.reason)
+    except disconnected:
+        return
 
 
 class FloorGateway:
@@ -96,27 +107,10 @@ class FloorGateway:
     async def endpoint(self, ws) -> None:
         from microadjust.transport import WebSocketDisconnect
 
-        if ws.query_params.get("site") != SITE or ws.headers.get("origin") not in self.allowed:
-            await ws.close(1008)  # before accept: an HTTP 403, as the product answers
-            return
-        await ws.accept()
-        session = FloorSession(SITE, self.loads, self.dumps)
-        try:
-            while True:
-                message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                if text is None:
-                    await ws.close(1003, "binary frames not supported")
-                    return
-                frames = session.on_text(text)
-                if frames:
-                    await ws.send_payloads([f.encode() for f in frames])
-        except Close as close:
-            await ws.close(close.code, close.reason)
-        except WebSocketDisconnect:
-            return
+        async def send(frames: list[str]) -> None:
+            await ws.send_payloads([f.encode() for f in frames])  # one write for all of them
+
+        await serve_floor(ws, self.allowed, self.loads, self.dumps, send, WebSocketDisconnect)
 
 
 async def websockets_server(port: int, loads, dumps, deflate: bool, freeze: bool) -> None:

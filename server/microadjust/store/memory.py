@@ -124,33 +124,14 @@ class MemoryStore(Store):
             return True
 
     def _trim_sessions(self, sessions: dict[str, _Session], now: float) -> None:
-        """A visitor got a new session: drop its oldest beyond the cap and any past retention."""
-        cutoff = now - self.retention_s
-        while len(sessions) > 1:
-            oldest, s = next(iter(sessions.items()))
-            if len(sessions) > self.max_sessions_per_visitor:
-                reason = "capacity"
-            elif s.touched < cutoff:
-                reason = "retention"
-            else:
-                break
-            del sessions[oldest]
-            metrics.STORE_EVICTIONS.labels("session", reason).inc()
+        """A visitor got a new session: drop its oldest beyond the cap and any past retention
+        (never the newest: the session being committed)."""
+        _drop_oldest(sessions, self.max_sessions_per_visitor, now - self.retention_s, "session", keep=1)
 
     def _evict(self, now: float) -> None:
-        """Drop the least recently active visitors while past retention or over the cap."""
-        visitors = self._visitors
-        cutoff = now - self.retention_s
-        while visitors:
-            vid, oldest = next(iter(visitors.items()))
-            if len(visitors) > self.max_visitors:
-                reason = "capacity"
-            elif oldest.touched < cutoff:
-                reason = "retention"
-            else:
-                return
-            del visitors[vid]  # its sessions with it
-            metrics.STORE_EVICTIONS.labels("visitor", reason).inc()
+        """Drop the least recently active visitors (each with its sessions) while past
+        retention or over the cap."""
+        _drop_oldest(self._visitors, self.max_visitors, now - self.retention_s, "visitor", keep=0)
 
     def __len__(self) -> int:
         """Visitors held."""
@@ -175,6 +156,21 @@ class MemoryStore(Store):
         # Every commit already wrote its events; closing flushes the file's buffer.
         if self.log is not None:
             self.log.close()
+
+
+def _drop_oldest(entries: dict, cap: int, cutoff: float, what: str, keep: int) -> None:
+    """Drop entries (least recently active first, as `entries` is ordered) while there are more
+    than `cap`, or the oldest was last touched before `cutoff`; the newest `keep` always stay."""
+    while len(entries) > keep:
+        key, oldest = next(iter(entries.items()))
+        if len(entries) > cap:
+            reason = "capacity"
+        elif oldest.touched < cutoff:
+            reason = "retention"
+        else:
+            return
+        del entries[key]
+        metrics.STORE_EVICTIONS.labels(what, reason).inc()
 
 
 _NO_VISITOR = _Visitor()  # what `load` reads for a visitor or session not held (never changed)
