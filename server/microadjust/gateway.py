@@ -652,7 +652,8 @@ class Gateway:
         this returns, while it is still young to the garbage collector. Kept across the wait for
         the next frame, every socket's last batch (a dozen dicts and lists) survived into the
         collector's older generations, and with 1,000 sockets a young-generation collection
-        walked ~20,000 such objects (docs/PERFORMANCE.md, "Garbage collector", step 10)."""
+        walked ~20,000 such objects (docs/PERFORMANCE.md, "Garbage collector: what a message
+        allocates dies young")."""
         if not conn.rate_ok():
             self.stats.reject(P.RATE_LIMITED)
             if conn.flooding():

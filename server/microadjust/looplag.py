@@ -21,7 +21,7 @@ class LoopLag:
             raise ValueError(f"interval must be positive, got {interval!r}")
         self.interval = interval
         self.observe = observe if observe is not None else metrics.EVENT_LOOP_LAG_SECONDS.observe
-        self.worst = 0.0  # the largest lag seen (seconds), for tests and the admin view
+        self.worst = 0.0  # the largest lag seen (seconds)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0

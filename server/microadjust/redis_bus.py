@@ -291,8 +291,8 @@ class RedisBus:
         """Refresh this process's presence for every local visitor once per third of the TTL,
         in slices of PRESENCE_SLICE visitors spread evenly over that period. All at once, 1,000
         visitors were a 3,000-command pipeline and 1,000 replies to read: tens of milliseconds
-        in which no socket was served, every few seconds (docs/PERFORMANCE.md, "Garbage
-        collector", Redis mode)."""
+        in which no socket was served, once per period (docs/PERFORMANCE.md, "Garbage collector: what
+        a message allocates dies young", Redis mode)."""
         period = self.presence_ttl_ms / 3000
         while True:
             vids = list(self._local)

@@ -374,9 +374,9 @@ def batch_records(batch: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- degraded mode
 
 # The cache keeps profile parts serialised (the JSON bytes Redis holds), as the embedded store
-# does, and `load` parses them into a snapshot its caller owns: as objects, 10,000 cached
-# sessions were millions of dicts and lists for the garbage collector to walk (docs/PERFORMANCE.md,
-# "Garbage collector", Redis mode).
+# does, and `load` parses them into a snapshot its caller owns: as objects, 1,000 cached
+# sessions were ~100,000 dicts and lists for the garbage collector to walk (docs/PERFORMANCE.md,
+# "Garbage collector: what a message allocates dies young", Redis mode).
 @dataclass(slots=True)
 class _CachedSession:
     profile: bytes | None
