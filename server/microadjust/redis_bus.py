@@ -294,12 +294,16 @@ class RedisBus:
         in which no socket was served, once per period (docs/PERFORMANCE.md, "Garbage collector: what
         a message allocates dies young", Redis mode)."""
         period = self.presence_ttl_ms / 3000
+        loop = asyncio.get_running_loop()
         while True:
             vids = list(self._local)
             slices = [vids[i : i + PRESENCE_SLICE] for i in range(0, len(vids), PRESENCE_SLICE)] or [[]]
             gap = period / len(slices)
-            for part in slices:
-                await asyncio.sleep(gap)
+            start = loop.time()
+            for k, part in enumerate(slices, 1):
+                # Each slice at its own time in the period (not a gap after the last round
+                # trip): slow replies do not stretch the period towards the TTL.
+                await asyncio.sleep(max(0.0, start + k * gap - loop.time()))
                 part = [vid for vid in part if vid in self._local]  # not one that left meanwhile
                 if part:
                     await self._mark_present(part)
