@@ -184,8 +184,14 @@ class Ingest:
             # in a value's spelling alone (1 for 1.0, key order), which no reader tells apart.
             if batch is None and not messages and result["profile"] == snap.profile:
                 return None
+            # Only the store keeps the new profile from here on: a store that waits for a round
+            # trip (Redis) would otherwise keep both profiles (hundreds of objects per batch in
+            # flight) alive across it for the garbage collector to walk (docs/PERFORMANCE.md,
+            # "Garbage collector: what a message allocates dies young").
+            commit = self.store.commit(vid, sid, snap, result["profile"], ack, pseq, fresh)
+            snap.profile = result = None
             try:
-                ok = await self.store.commit(vid, sid, snap, result["profile"], ack, pseq, fresh)
+                ok = await commit
             except StoreUnavailable as exc:
                 raise CommitFailed(str(exc)) from None
             if ok:

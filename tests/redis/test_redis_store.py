@@ -163,6 +163,37 @@ async def test_the_cache_keeps_bytes_and_every_load_is_its_caller_s_own_copy(red
     await store.close()
 
 
+class _Part(dict):
+    """A profile part that can be watched with a weak reference."""
+
+
+async def test_a_commit_keeps_no_profile_object_across_its_round_trip(redis_url):
+    # Serialised before the round trip, the profile's objects need not live while it lasts:
+    # with every socket's batch in flight, they were most of what the collector walked.
+    import weakref
+
+    store = RedisStore(redis_url)
+    snap = await store.load(VID, SID)
+    part = _Part(n=1)
+    watched = weakref.ref(part)
+    real, gate, inside = store._call, asyncio.Event(), asyncio.Event()
+
+    async def slow(*args, **kwargs):
+        inside.set()
+        await gate.wait()
+        return await real(*args, **kwargs)
+
+    store._call = slow
+    task = asyncio.ensure_future(store.commit(VID, SID, snap, {"v": part, "s": {}}, 1, 0, events(1, 1)))
+    del part
+    await inside.wait()
+    assert watched() is None
+    gate.set()
+    assert await task
+    assert (await store.load(VID, SID)).profile == {"v": {"n": 1}, "s": {}}
+    await store.close()
+
+
 async def test_accepted_events_reach_the_stream_exactly_once_with_who_and_when(redis_url):
     store = RedisStore(redis_url, clock=lambda: 1_800_000_000.0)
     snap = await store.load(VID, SID)

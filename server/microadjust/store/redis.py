@@ -609,6 +609,10 @@ class RedisStore(Store):
         entry = batch_entry(vid, sid, events, at) if events else None
         if not self.degraded and not snapshot.extra.get("degraded"):
             vjson, sjson = _dump(vpart), _dump(spart)
+            # Serialised: the objects need not live across the round trip (the collector would
+            # walk them while it lasts); an outage below parses them back for the buffer.
+            has_v, has_s = vpart is not None, spart is not None
+            profile = vpart = spart = None
             cached = self._scache.get((vid, sid))
             now = time.monotonic()
             refresh = cached is None or now - cached.refreshed >= self.refresh_s
@@ -645,9 +649,9 @@ class RedisStore(Store):
                 self._remember(
                     vid,
                     sid,
-                    _CachedVisitor(None if vpart is None else jsonfast.kept(vjson), int(res[1])),
+                    _CachedVisitor(jsonfast.kept(vjson) if has_v else None, int(res[1])),
                     _CachedSession(
-                        None if spart is None else jsonfast.kept(sjson), int(res[2]), ack, pseq,
+                        jsonfast.kept(sjson) if has_s else None, int(res[2]), ack, pseq,
                         now if refresh else cached.refreshed,  # type: ignore[union-attr]
                     ),
                 )
@@ -655,6 +659,8 @@ class RedisStore(Store):
                 if int(res[3]) > 0:
                     self._schedule_forward(vid)
                 return True
+            vpart = jsonfast.loads(vjson) if has_v else None
+            spart = jsonfast.loads(sjson) if has_s else None
         batch = (max(int(e["seq"]) for e in events), len(events), entry) if entry is not None else None
         return self._buffer(vid, sid, snapshot, vpart, spart, ack, pseq, batch)
 
