@@ -16,6 +16,19 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import jsonfast
+
+
+def part_bytes(part: Any) -> bytes | None:
+    """A profile part as both stores keep it in memory: compact JSON bytes of exact length, one
+    object the garbage collector never looks into (docs/PERFORMANCE.md, "Garbage collector")."""
+    return None if part is None else jsonfast.dumps_kept(part)
+
+
+def part_object(blob: bytes | None) -> Any:
+    """What `part_bytes` kept, parsed again: a fresh object its caller owns."""
+    return None if blob is None else jsonfast.loads(blob)
+
 
 @dataclass
 class SessionSnapshot:

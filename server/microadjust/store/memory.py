@@ -35,8 +35,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import jsonfast, metrics
-from . import SessionSnapshot, Store
+from .. import metrics
+from . import SessionSnapshot, Store, part_bytes, part_object
 
 
 @dataclass(slots=True)  # no __dict__: one object fewer per record for the collector
@@ -88,7 +88,7 @@ class MemoryStore(Store):
         s = v.sessions.get(sid) or _NO_SESSION
         profile = None
         if v.profile is not None or s.profile is not None:
-            profile = {"v": _parse(v.profile), "s": _parse(s.profile)}
+            profile = {"v": part_object(v.profile), "s": part_object(s.profile)}
         return SessionSnapshot(profile=profile, ack=s.ack, pseq=s.pseq, version=(v.version, s.version))
 
     async def commit(self, vid, sid, snapshot, profile, ack, pseq, events) -> bool:
@@ -97,8 +97,8 @@ class MemoryStore(Store):
             s = v.sessions.get(sid) or _Session()
             if (v.version, s.version) != tuple(snapshot.version):
                 return False
-            v.profile = _serialise(profile.get("v"))
-            s.profile = _serialise(profile.get("s"))
+            v.profile = part_bytes(profile.get("v"))
+            s.profile = part_bytes(profile.get("s"))
             v.version += 1
             s.version += 1
             s.ack = max(s.ack, ack)
@@ -141,8 +141,8 @@ class MemoryStore(Store):
         v = self._visitors.get(vid)
         sessions = {}
         for sid, s in sorted(v.sessions.items() if v else ()):
-            sessions[sid] = {"profile": _parse(s.profile), "ack": s.ack, "pseq": s.pseq, "events": s.events}
-        return {"vid": vid, "profile": _parse(v.profile) if v else None, "sessions": sessions}
+            sessions[sid] = {"profile": part_object(s.profile), "ack": s.ack, "pseq": s.pseq, "events": s.events}
+        return {"vid": vid, "profile": part_object(v.profile) if v else None, "sessions": sessions}
 
     async def erase_visitor(self, vid: str) -> None:
         async with self._lock:
@@ -175,13 +175,3 @@ def _drop_oldest(entries: dict, cap: int, cutoff: float, what: str, keep: int) -
 
 _NO_VISITOR = _Visitor()  # what `load` reads for a visitor or session not held (never changed)
 _NO_SESSION = _Session()
-
-
-def _serialise(part: Any) -> bytes | None:
-    if part is None:
-        return None
-    return jsonfast.dumps_kept(part)
-
-
-def _parse(blob: bytes | None) -> Any:
-    return None if blob is None else jsonfast.loads(blob)

@@ -55,7 +55,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import jsonfast, metrics
 from ..redis_pipe import AutoPipeline, run_script
-from . import SessionSnapshot, Store
+from . import SessionSnapshot, Store, part_bytes, part_object
 
 log = logging.getLogger("microadjust.store.redis")
 
@@ -333,10 +333,6 @@ def _bytes(raw: Any) -> bytes | None:
     return raw.encode() if isinstance(raw, str) else raw
 
 
-def _parse(blob: bytes | None) -> Any:
-    return None if blob is None else jsonfast.loads(blob)
-
-
 def event_record(vid: str, sid: str, event: dict[str, Any], at: int) -> dict[str, Any]:
     """The log record of an accepted event: the event (with its `seq`) plus who and when.
 
@@ -582,7 +578,7 @@ class RedisStore(Store):
     def _snapshot(v: _CachedVisitor, s: _CachedSession, degraded: bool) -> SessionSnapshot:
         profile = None
         if v.profile is not None or s.profile is not None:
-            profile = {"v": _parse(v.profile), "s": _parse(s.profile)}
+            profile = {"v": part_object(v.profile), "s": part_object(s.profile)}
         return SessionSnapshot(
             profile=profile,
             ack=s.ack,
@@ -696,8 +692,8 @@ class RedisStore(Store):
         self._remember(
             vid,
             sid,
-            _CachedVisitor(None if vpart is None else jsonfast.dumps_kept(vpart), cv.version + 1),
-            _CachedSession(None if spart is None else jsonfast.dumps_kept(spart), cs.version + 1, ack, pseq),
+            _CachedVisitor(part_bytes(vpart), cv.version + 1),
+            _CachedSession(part_bytes(spart), cs.version + 1, ack, pseq),
         )
         if not self._down and not self._flushing and not self._closed:
             # Buffered because a flush was pending; make sure one runs.
