@@ -14,7 +14,9 @@ import gc
 import logging
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from . import metrics
@@ -109,6 +111,7 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
                 *simulator_routes()],
         lifespan=lifespan,
         middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={HTTPException: _http_error},
     )
     app.state.settings = settings
     app.state.gateway = gateway
@@ -118,3 +121,15 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
     app.state.log = log
     app.state.bus = mode[0] if mode is not None else None
     return app
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error(request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own errors (an unknown path, a method a route does not take) as JSON, like
+    every other error of the API; its headers (`Allow` on a 405) are kept."""
+    return JSONResponse(
+        {"error": _HTTP_CODES.get(exc.status_code, "http_error"), "detail": exc.detail},
+        status_code=exc.status_code, headers=exc.headers,
+    )

@@ -260,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
                    "to the site's pages (offline mode, docs/PYWASM.md); it exposes the rules to visitors")
     s.add_argument("--rules", metavar="FILE", help="rules JSON file (watched; admin API changes are written back)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=_port, default=8000)
     s.add_argument("--site", action="append", metavar="KEY=ORIGIN,...", help="a site and its page origins (repeatable)")
     s.add_argument("--admin-token", metavar="T", help="bearer token of the admin API (default: $MICROADJUST_ADMIN_TOKEN)")
     s.add_argument("--data-dir", default="data", metavar="D", help="event log directory (default ./data)")
@@ -296,6 +296,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port: 0 (any free port) to 65535 (the OS would take a larger number modulo 65536)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: a port is 0 to 65535")
     return value
 
 

@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from . import jsonfast
 from . import protocol as P
 from .gateway import CommitFailed, Gateway, Stats
-from .rulebook import Rulebook, RulesUnavailable
+from .rulebook import Rulebook, RuleEdit, RulesUnavailable, find_rule
 from .settings import Settings
 
 log = logging.getLogger("microadjust.http")
@@ -199,7 +200,7 @@ class Routes:
     async def _json(self, request: Request) -> Any:
         body = await request.body()
         try:
-            return ujson.loads(body)
+            return jsonfast.loads(body)  # RFC 8259 only: no NaN, Infinity or lone surrogates
         except ValueError as exc:
             raise _BadBody(f"body is not valid JSON ({exc})") from None
 
@@ -208,11 +209,14 @@ class Routes:
         return {"revision": rb.revision, "file": str(rb.path) if rb.path else None,
                 "reload_error": rb.reload_error, "doc": rb.doc}
 
-    async def _apply(self, doc: dict[str, Any], status: int = 200, **extra: Any) -> Response:
+    async def _apply(self, doc: Any, status: int = 200, **extra: Any) -> Response:
+        """Make `doc` live: a whole document, or an edit of the live one (`Rulebook.replace`)."""
         try:
             errors = await self.rulebook.replace(doc)
         except RulesUnavailable as exc:
             return error(503, "unavailable", str(exc))
+        except RuleEdit as exc:
+            return error(exc.status, exc.code, exc.msg)
         if errors:
             return error(422, "invalid_rules", "the rule set was rejected; the previous one stays live", errors=errors)
         return JSONResponse({**extra, **self._rules_view()}, status_code=status)
@@ -233,27 +237,34 @@ class Routes:
         # POST: add one rule
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             return error(422, "invalid_rules", "expected a rule object with an id", errors=[{"path": "id", "msg": "required"}])
-        if self.rulebook.rule(body["id"]) is not None:
-            return error(409, "exists", f"rule {body['id']!r} already exists; PUT /v1/admin/rules/{body['id']} replaces it")
-        doc = dict(self.rulebook.doc)
-        doc["rules"] = [*doc.get("rules", []), body]
-        return await self._apply(doc, status=201, rule=body["id"])
+        rule_id = body["id"]
+
+        def add(live: dict[str, Any]) -> dict[str, Any]:
+            if find_rule(live, rule_id) is not None:
+                raise RuleEdit(409, "exists", f"rule {rule_id!r} already exists; PUT /v1/admin/rules/{rule_id} replaces it")
+            return {**live, "rules": [*live.get("rules", []), body]}
+
+        return await self._apply(add, status=201, rule=rule_id)
 
     async def rule(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
             return denied
         rule_id = request.path_params["id"]
-        current = self.rulebook.rule(rule_id)
         if request.method == "GET":
+            current = self.rulebook.rule(rule_id)
             if current is None:
                 return error(404, "not_found", f"no rule {rule_id!r}")
             return JSONResponse(current)
-        rules = list(self.rulebook.doc.get("rules", []))
+        # Edits are functions of the live document, applied under the rule book's lock: a
+        # change that lands while this request's body is read is kept, not written over.
         if request.method == "DELETE":
-            if current is None:
-                return error(404, "not_found", f"no rule {rule_id!r}")
-            doc = {**self.rulebook.doc, "rules": [r for r in rules if r is not current]}
-            return await self._apply(doc, deleted=rule_id)
+            def delete(live: dict[str, Any]) -> dict[str, Any]:
+                current = find_rule(live, rule_id)
+                if current is None:
+                    raise RuleEdit(404, "not_found", f"no rule {rule_id!r}")
+                return {**live, "rules": [r for r in live.get("rules", []) if r is not current]}
+
+            return await self._apply(delete, deleted=rule_id)
         try:
             body = await self._json(request)
         except _BadBody as exc:
@@ -262,13 +273,23 @@ class Routes:
             return error(422, "invalid_rules", "expected a rule object", errors=[{"path": "", "msg": "expected object"}])
         if body.setdefault("id", rule_id) != rule_id:
             return error(422, "invalid_rules", "the body's id differs from the URL's", errors=[{"path": "id", "msg": f"expected {rule_id!r}"}])
-        if current is None:
-            rules.append(body)
-            status = 201
-        else:
-            rules = [body if r is current else r for r in rules]
-            status = 200
-        return await self._apply({**self.rulebook.doc, "rules": rules}, status=status, rule=rule_id)
+        created = False
+
+        def put(live: dict[str, Any]) -> dict[str, Any]:
+            nonlocal created
+            current = find_rule(live, rule_id)
+            rules = list(live.get("rules", []))
+            if current is None:
+                created = True
+                rules.append(body)
+            else:
+                rules = [body if r is current else r for r in rules]
+            return {**live, "rules": rules}
+
+        response = await self._apply(put, rule=rule_id)
+        if created and response.status_code == 200:
+            response.status_code = 201
+        return response
 
     async def rules_validate(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:

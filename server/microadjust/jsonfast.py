@@ -37,8 +37,44 @@ def kept(data: bytes) -> bytes:
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse what `dumps` wrote (orjson; ujson for what orjson refuses, an integer beyond 64 bits)."""
+    """Parse JSON as RFC 8259 defines it (orjson; ujson for what orjson refuses, which decides).
+
+    orjson refuses an integer beyond 64 bits, which ujson reads. ujson also reads what is not
+    JSON text: NaN, Infinity, numbers that overflow to infinity, and strings with a lone UTF-16
+    surrogate (which no UTF-8 encoder can write back: the event log and the wire would fail on
+    them after the batch was stored). What ujson reads is therefore checked for those, and
+    refused with a ValueError as ujson refuses everything else."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return ujson.loads(data)
+        value = ujson.loads(data)
+        check_plain(value)
+        return value
+
+
+_INF = float("inf")
+
+
+def check_plain(value: Any) -> None:
+    """Raise ValueError if `value` (parsed JSON) holds a non-finite number or a string with a lone
+    surrogate: what a lenient parser accepts that RFC 8259 JSON in UTF-8 cannot carry."""
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        x = pop()
+        t = type(x)
+        if t is str:
+            if not x.isascii():
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("invalid string: lone surrogate") from None
+        elif t is float:
+            if x != x or x in (_INF, -_INF):
+                raise ValueError("number is not finite (NaN, Infinity or out of range)")
+        elif t is dict:
+            for k, v in x.items():
+                push(k)
+                push(v)
+        elif t is list:
+            stack.extend(x)

@@ -27,7 +27,9 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from . import jsonfast
 
 log = logging.getLogger("microadjust.rules")
 
@@ -36,6 +38,22 @@ EMPTY_DOC: dict[str, Any] = {"version": 1, "rules": []}
 
 class RulesFileError(Exception):
     """The rules file cannot be read or parsed; the message names the file and the problem."""
+
+
+class RuleEdit(Exception):
+    """An edit of the live rule set refused against the document it was given (the HTTP status,
+    an error code and the message)."""
+
+    def __init__(self, status: int, code: str, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.code, self.msg = status, code, msg
+
+
+def find_rule(doc: dict[str, Any], rule_id: str) -> dict[str, Any] | None:
+    for rule in doc.get("rules", []):
+        if isinstance(rule, dict) and rule.get("id") == rule_id:
+            return rule
+    return None
 
 
 class RulesUnavailable(Exception):
@@ -49,12 +67,19 @@ def read_rules_file(path: Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RulesFileError(f"rules file {path}: not found") from None
+    except UnicodeDecodeError as exc:
+        raise RulesFileError(f"rules file {path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise RulesFileError(f"rules file {path}: cannot read ({exc.strerror})") from None
     try:
         doc = json.loads(text)
+        jsonfast.check_plain(doc)  # what json.loads reads beyond RFC 8259: NaN, Infinity, lone surrogates
     except json.JSONDecodeError as exc:
         raise RulesFileError(f"rules file {path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        raise RulesFileError(f"rules file {path}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise RulesFileError(f"rules file {path}: invalid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise RulesFileError(f"rules file {path}: expected a JSON object with a \"rules\" array")
     return doc
@@ -88,9 +113,16 @@ class Rulebook:
             return list(exc.errors)
         return []
 
-    async def replace(self, doc: dict[str, Any]) -> list[dict[str, str]]:
-        """Swap in `doc` if it compiles (then persist it); returns its errors otherwise."""
+    async def replace(self, doc: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> list[dict[str, str]]:
+        """Swap in `doc` if it compiles (then persist it); returns its errors otherwise.
+
+        `doc` may be an edit: a function of the live document, called under the lock that
+        serialises changes, so that two edits at once (add one rule, replace another) both
+        land instead of the later one writing back what it read before the other. It may raise
+        (`RuleEdit`) to refuse the change; then nothing changes."""
         async with self._lock:
+            if callable(doc):
+                doc = doc(self.doc)
             try:
                 ruleset = self.engine.compile_rules(doc)
             except self.engine.RuleSetError as exc:
@@ -156,10 +188,7 @@ class Rulebook:
         log.info("rule set revision %d live from Redis (%d rules)", self.revision, len(doc.get("rules", [])))
 
     def rule(self, rule_id: str) -> dict[str, Any] | None:
-        for rule in self.doc.get("rules", []):
-            if isinstance(rule, dict) and rule.get("id") == rule_id:
-                return rule
-        return None
+        return find_rule(self.doc, rule_id)
 
     def _write(self, doc: dict[str, Any]) -> None:
         assert self.path is not None
@@ -199,7 +228,10 @@ class Rulebook:
             return False
         async with self._lock:
             if doc == self.doc:
-                return False  # e.g. another worker wrote back the change this one adopted
+                # e.g. another worker wrote back the change this one adopted, or a broken edit
+                # was undone: the file says what is live, so there is no error to show.
+                self.reload_error = None
+                return False
             try:
                 ruleset = self.engine.compile_rules(doc)
             except self.engine.RuleSetError as exc:

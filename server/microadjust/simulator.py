@@ -52,7 +52,7 @@ CONTENT_TYPES = {
     ".whl": "application/zip",
 }
 # One path segment of known type: no "..", no slashes, so a request never leaves its directory.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:

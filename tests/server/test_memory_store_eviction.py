@@ -46,7 +46,7 @@ async def test_a_visitor_idle_longer_than_the_retention_is_dropped_with_its_sess
     clock.now += 30 * DAY + 1
     await batch(store, "v_active_one", "s_active_one")  # any commit sweeps the idle end
     assert not await held(store, "v_idle_one", "s_idle_one")
-    assert (await store.export_visitor("v_idle_one")) == {"vid": "v_idle_one", "profile": None, "sessions": {}}
+    assert (await store.export_visitor("v_idle_one")) == {"vid": "v_idle_one", "profile": None, "sessions": {}, "events": []}
     assert await held(store, "v_active_one", "s_active_one")
     assert len(store) == 1 and evictions("visitor", "retention") == before + 1
 

@@ -16,9 +16,9 @@ import re
 
 from .profile import INTENT_HALF_LIFE_MS, _median, decayed, r6, top_of
 
-TAG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ITEM_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
-PROP_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+ITEM_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
+PROP_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 # name -> description; types and units are in the text. Patterns end in <...>.
 FEATURES: dict[str, dict] = {}

@@ -15,18 +15,18 @@ import json
 import re
 
 # §5.1: class names are plain tokens, so they can never smuggle a selector or a quote.
-CLASS_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CLASS_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 # Slot names and template ids are page-defined identifiers.
-SLOT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TEMPLATE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-TEMPLATE_SLOT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+SLOT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+TEMPLATE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
+TEMPLATE_SLOT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 # Item keys come from `data-ma-item`; they are matched by attribute value, never parsed as HTML.
-ITEM_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
-RULE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-EXP_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+ITEM_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
+RULE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+EXP_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 # `aria-*` and `data-*` carry no behaviour in any browser; `data-ma-*` is reserved for the
 # markup contract (the patcher finds items and slots by it), so rules may not rewrite it.
-ATTR_NAME_RE = re.compile(r"^(aria-[a-z]+(-[a-z]+)*|data-[a-z0-9]+(-[a-z0-9]+)*|title|hidden)$")
+ATTR_NAME_RE = re.compile(r"^(aria-[a-z]+(-[a-z]+)*|data-[a-z0-9]+(-[a-z0-9]+)*|title|hidden)\Z")
 
 MAX_TEXT = 512
 MAX_TITLE = 128
@@ -70,7 +70,7 @@ STYLE_PROPS = (
 # §5.1: style values may not contain `url(`, `expression(`, `javascript:` or a backslash (CSS
 # escapes would hide the first three). The character class also keeps out quotes, `;`, braces
 # and `<`, so a value can never close the declaration it is written into.
-STYLE_VALUE_RE = re.compile(r"^[A-Za-z0-9 #%.,()+_/*-]{0,128}$")
+STYLE_VALUE_RE = re.compile(r"^[A-Za-z0-9 #%.,()+_/*-]{0,128}\Z")
 STYLE_VALUE_FORBIDDEN = ("url(", "expression(", "javascript:", "image(", "image-set(", "element(")
 
 # Text is written with textContent and is therefore inert, but a patch carrying markup is

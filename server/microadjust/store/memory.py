@@ -97,14 +97,18 @@ class MemoryStore(Store):
             s = v.sessions.get(sid) or _Session()
             if (v.version, s.version) != tuple(snapshot.version):
                 return False
-            v.profile = part_bytes(profile.get("v"))
-            s.profile = part_bytes(profile.get("s"))
+            # Everything that can fail comes before the first change: a batch is either stored
+            # and logged, or neither (then it is not acked and the client sends it again).
+            vpart, spart = part_bytes(profile.get("v")), part_bytes(profile.get("s"))
+            now = self._clock()
+            if self.log is not None and events:
+                self.log.append(vid, sid, events, int(now * 1000))
+            v.profile, s.profile = vpart, spart
             v.version += 1
             s.version += 1
             s.ack = max(s.ack, ack)
             s.pseq = max(s.pseq, pseq)
             s.events += len(events)
-            now = self._clock()
             v.touched = s.touched = now
             if vid in self._visitors:
                 self._visitors.move_to_end(vid)
@@ -118,8 +122,6 @@ class MemoryStore(Store):
             else:
                 sessions[sid] = s
                 self._trim_sessions(sessions, now)
-            if self.log is not None and events:
-                self.log.append(vid, sid, events, int(now * 1000))
             self._evict(now)
             return True
 
@@ -142,11 +144,16 @@ class MemoryStore(Store):
         sessions = {}
         for sid, s in sorted(v.sessions.items() if v else ()):
             sessions[sid] = {"profile": part_object(s.profile), "ack": s.ack, "pseq": s.pseq, "events": s.events}
-        return {"vid": vid, "profile": part_object(v.profile) if v else None, "sessions": sessions}
+        events = await self.log.visitor_records(vid) if self.log is not None else []
+        return {"vid": vid, "profile": part_object(v.profile) if v else None, "sessions": sessions,
+                "events": events}
 
     async def erase_visitor(self, vid: str) -> None:
         async with self._lock:
             self._visitors.pop(vid, None)  # its sessions with it
+        if self.log is not None:
+            # Outside the lock: the log's files are rewritten in a thread, commits go on.
+            await self.log.erase(vid)
 
     def session_counts(self) -> dict[str, int]:
         """Stored events per session id (admin stats; tests compare them with the page's count)."""

@@ -61,7 +61,7 @@ log = logging.getLogger("microadjust.store.redis")
 
 # PROTOCOL §2.2: ids are [A-Za-z0-9_-]{8,64}. Checked again here because they become key names:
 # a `{` or `}` would break the hash tag and a `:` the layout.
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 # Errors that mean "Redis is not reachable right now", as opposed to a bug (a script error).
 REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
