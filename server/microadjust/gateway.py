@@ -35,7 +35,7 @@ from .outbox import LocalOutbox, Resume
 from .rulebook import Rulebook
 from .settings import Settings
 from .store import Store
-from .store.redis import StoreUnavailable
+from .store import StoreUnavailable
 from .transport import AsgiSocket, StreamProtocol
 
 log = logging.getLogger("microadjust.gateway")
@@ -662,10 +662,18 @@ class Gateway:
         allocates dies young")."""
         if not conn.rate_ok():
             self.stats.reject(P.RATE_LIMITED)
+            if _is_batch(text):
+                # A dropped batch leaves a hole below whatever this socket sends next, and acks
+                # are cumulative: the next stored batch would ack past it, and the resend would
+                # then be dropped as a duplicate. So nothing more is read from this socket; the
+                # tracker reconnects and resends from the stored ack, in order (§4, §7).
+                await conn.send({"t": "error", "code": P.RATE_LIMITED, "detail": "too many messages; the batch was dropped: reconnect and resend"})
+                await conn.close(P.CLOSE_TRY_AGAIN, "rate limited")
+                return True
             if conn.flooding():
                 await conn.close(P.CLOSE_FLOOD, "flood")
                 return True
-            await conn.send({"t": "error", "code": P.RATE_LIMITED, "detail": "too many messages; the batch was dropped, resend it"})
+            await conn.send({"t": "error", "code": P.RATE_LIMITED, "detail": "too many messages; the message was dropped"})
             return False
         try:
             t, body = P.validate_client_message(P.decode(text), self.limits.max_batch)
@@ -679,8 +687,8 @@ class Gateway:
             await self._bad(conn, exc)
             return False
         if t == "events":
-            await self._events(conn, body)
-        elif t == "applied":
+            return await self._events(conn, body)
+        if t == "applied":
             self.stats.applied(body)
         else:  # ping
             await conn.send({"t": "pong"})
@@ -693,22 +701,29 @@ class Gateway:
         if conn.bad >= self.limits.bad_message_budget:  # §7: the 10th bad message closes
             await conn.close(P.CLOSE_TOO_MANY_BAD, "too many bad messages")
 
-    async def _events(self, conn: Connection, batch: P.Batch) -> None:
+    async def _events(self, conn: Connection, batch: P.Batch) -> bool:
+        """Store a batch and answer it; True when the socket was closed for it."""
         for kind in sorted({k for _, k in batch.unknown}):
             path = next(p for p, k in batch.unknown if k == kind)
             await conn.send({"t": "error", "code": P.UNKNOWN_EVENT, "detail": _reason(f"{path}: unknown event kind {kind!r}; dropped", 512)})
         try:
             result = await self.ingest.batch(conn.vid, conn.sid, conn.consent, batch, conn.pseq_floor, conn.ack_floor)
         except CommitFailed as exc:
-            # Not acked: the tracker keeps the batch and resends it (§4); nothing is lost.
+            # Not acked, and nothing more is read from this socket: a later batch stored on it
+            # would ack past this one (acks are cumulative). The tracker reconnects after a
+            # pause and resends from the stored ack (§4); nothing is lost.
             log.warning("batch %d of session %s not stored: %s", batch.seq, conn.sid, exc)
-            return
+            await conn.send({"t": "error", "code": P.UNAVAILABLE, "detail": "the batch was not stored: reconnect and resend"})
+            await conn.close(P.CLOSE_TRY_AGAIN, "not stored")
+            return True
+
         if result.ack > conn.ack_floor:
             conn.ack_floor = result.ack
         ack = {"t": "ack", "seq": result.ack}
         # The ack and the patches the batch brought leave together (one write, one packet).
         await conn.send([ack, *result.messages] if result.messages else ack)
         await self.distribute(conn.vid, conn.sid, result, origin=conn, answered=True)
+        return False
 
     async def _tick(self, conn: Connection) -> None:
         try:
@@ -775,6 +790,17 @@ def _has_timers(ruleset) -> bool:
         except AttributeError:
             pass
     return cached
+
+
+def _is_batch(text: str) -> bool:
+    """Is this frame an events batch? (For a rate-limited frame, which is otherwise not parsed.)"""
+    if '"events"' not in text:
+        return False
+    try:
+        msg = P.decode(text)
+    except P.ProtocolError:
+        return False
+    return type(msg) is dict and msg.get("t") == "events"
 
 
 def _reason(text: str, limit: int = 120) -> str:

@@ -315,7 +315,7 @@ class Routes:
         vid = request.path_params["id"]
         if not P._ID.fullmatch(vid):  # PROTOCOL §2.2 id pattern
             return error(400, "bad_id", "visitor id: expected [A-Za-z0-9_-]{8,64}")
-        from .store.redis import StoreUnavailable
+        from .store import StoreUnavailable
 
         try:
             if request.method == "GET":

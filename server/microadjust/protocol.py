@@ -27,6 +27,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003  # binary frame
 CLOSE_TOO_LARGE = 1009
+CLOSE_TRY_AGAIN = 1013  # a batch was dropped: reconnect after a pause and resend (§4, §7)
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_BAD_VERSION = 4001
 CLOSE_BAD_HELLO = 4002
@@ -42,6 +43,7 @@ BAD_MESSAGE = "bad_message"
 UNKNOWN_TYPE = "unknown_type"
 UNKNOWN_EVENT = "unknown_event"
 RATE_LIMITED = "rate_limited"
+UNAVAILABLE = "unavailable"  # a batch the store could not take (§4)
 
 CLIENT_TYPES = ("hello", "events", "applied", "ping")
 CONSENT = ("granted", "denied", "pending")

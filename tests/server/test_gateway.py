@@ -277,8 +277,28 @@ async def test_flood_is_rate_limited_then_closed_4004(live_server, tmp_path):
     except Exception:
         code, reason = await closed_with(ws)
     assert seen[:5] == [{"t": "pong"}] * 5
-    assert {"t": "error", "code": "rate_limited", "detail": "too many messages; the batch was dropped, resend it"} in seen
+    assert {"t": "error", "code": "rate_limited", "detail": "too many messages; the message was dropped"} in seen
     assert (code, reason) == (4004, "flood")
+
+
+async def test_a_rate_limited_batch_closes_1013_so_no_later_batch_is_acked_past_it(live_server, tmp_path):
+    """The dropped batch (seq 3) is followed on the wire by seq 4; were seq 4 stored, the
+    cumulative ack would pass 3 and its resend would be a duplicate: 3 would be lost."""
+    url = live_server(make_settings(tmp_path, rate_per_s=0.001, rate_burst=2))
+    vid, sid = ids()
+    ws, _ = await open_session(url, vid, sid)
+    for seq in (1, 2, 3, 4):
+        await send(ws, {"t": "events", "seq": seq, "events": [hover("p1", 100, "end")]})
+    assert await recv(ws) == {"t": "ack", "seq": 1}
+    assert await recv(ws) == {"t": "ack", "seq": 2}
+    err = await recv(ws)
+    assert err["t"] == "error" and err["code"] == "rate_limited"
+    assert await closed_with(ws) == (1013, "rate limited")
+    ws, welcome = await open_session(url, vid, sid)
+    assert welcome["ack"] == 2
+    await send(ws, {"t": "events", "seq": 3, "events": [hover("p1", 100, "end")] * 2})
+    assert await recv(ws) == {"t": "ack", "seq": 4}
+    await ws.close()
 
 
 async def test_a_misbehaving_client_does_not_affect_other_connections(server):

@@ -25,6 +25,7 @@ from microadjust.engine import compile_rules
 from microadjust.engine.rules import RuleSetError
 from microadjust.eventlog import EventLog
 from microadjust.rulebook import RulesFileError, read_rules_file
+from microadjust.store import StoreUnavailable
 from microadjust.store.memory import MemoryStore
 
 from .helpers import DEMO_RULES, TOKEN, ids, make_settings, open_session, recv
@@ -220,7 +221,7 @@ class FailingLog:
 async def test_a_batch_whose_log_write_fails_is_neither_stored_nor_acked():
     store = MemoryStore(log=FailingLog())
     snap = await store.load("v_visitor1", "s_session1")
-    with pytest.raises(OSError):
+    with pytest.raises(StoreUnavailable, match="event log not written"):
         await store.commit("v_visitor1", "s_session1", snap, {"v": {"a": 1}, "s": {}}, 3, 1, [{"k": "click", "ts": 1, "seq": 3}])
     again = await store.load("v_visitor1", "s_session1")
     assert again.profile is None and again.ack == 0 and again.version == snap.version

@@ -56,16 +56,35 @@ async def test_an_engine_bug_closes_only_that_connection_with_1011(live_server, 
 
 
 class StoreDown(MemoryStore):
+    """Refuses its first `failures` commits (Redis unreachable with a full write buffer, a full
+    disk), then is back."""
+
+    failures = 1
+
     async def commit(self, *args, **kwargs):
-        raise StoreUnavailable("redis unreachable and write buffer full")
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("redis unreachable and write buffer full")
+        return await super().commit(*args, **kwargs)
 
 
-async def test_a_batch_the_store_cannot_take_is_not_acked_so_the_tracker_resends_it(live_server, tmp_path):
-    url = live_server(make_settings(tmp_path), store=StoreDown())
-    ws, _ = await open_session(url, *ids())
+async def test_a_batch_the_store_cannot_take_is_not_acked_and_nothing_after_it_is_read(live_server, tmp_path):
+    """PROTOCOL §4: `unavailable`, close 1013. The batch sent right behind the refused one is
+    not read, so it cannot be acked past the hole; after the reconnect both are stored."""
+    store = StoreDown()
+    url = live_server(make_settings(tmp_path), store=store)
+    vid, sid = ids()
+    ws, _ = await open_session(url, vid, sid)
     await send(ws, {"t": "events", "seq": 1, "events": [hover("p1", 100, "end")]})
-    await send(ws, {"t": "ping"})
-    assert await recv(ws) == {"t": "pong"}  # no ack before the pong
+    # The store is back for this one: stored, it would be acked past seq 1.
+    await send(ws, {"t": "events", "seq": 2, "events": [hover("p2", 100, "end")]})
+    err = await recv(ws)
+    assert err["t"] == "error" and err["code"] == "unavailable"
+    assert await closed_with(ws) == (1013, "not stored")
+    ws, welcome = await open_session(url, vid, sid)
+    assert welcome["ack"] == 0  # neither batch was stored: the tracker resends both, in order
+    await send(ws, {"t": "events", "seq": 1, "events": [hover("p1", 100, "end")] * 2})
+    assert await recv(ws) == {"t": "ack", "seq": 2}
     await ws.close()
 
 

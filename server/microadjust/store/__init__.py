@@ -30,6 +30,14 @@ def part_object(blob: bytes | None) -> Any:
     return None if blob is None else jsonfast.loads(blob)
 
 
+class StoreUnavailable(Exception):
+    """The batch was not stored: Redis is unreachable and the write buffer is full, or the
+    embedded store's event log could not be written (a full disk).
+
+    The gateway must not ack the batch (PROTOCOL §4); the tracker resends it later.
+    """
+
+
 @dataclass
 class SessionSnapshot:
     """What `Store.load` returns for one (visitor, session)."""

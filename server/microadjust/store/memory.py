@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import metrics
-from . import SessionSnapshot, Store, part_bytes, part_object
+from . import SessionSnapshot, Store, StoreUnavailable, part_bytes, part_object
 
 
 @dataclass(slots=True)  # no __dict__: one object fewer per record for the collector
@@ -102,7 +102,10 @@ class MemoryStore(Store):
             vpart, spart = part_bytes(profile.get("v")), part_bytes(profile.get("s"))
             now = self._clock()
             if self.log is not None and events:
-                self.log.append(vid, sid, events, int(now * 1000))
+                try:
+                    self.log.append(vid, sid, events, int(now * 1000))
+                except OSError as exc:
+                    raise StoreUnavailable(f"event log not written: {exc}") from exc
             v.profile, s.profile = vpart, spart
             v.version += 1
             s.version += 1

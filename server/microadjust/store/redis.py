@@ -55,7 +55,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import jsonfast, metrics
 from ..redis_pipe import AutoPipeline, run_script
-from . import SessionSnapshot, Store, part_bytes, part_object
+from . import SessionSnapshot, Store, StoreUnavailable, part_bytes, part_object
 
 log = logging.getLogger("microadjust.store.redis")
 
@@ -81,13 +81,6 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # above any realistic number of sockets' batches in flight at once.
 MAX_CONNECTIONS = 64
 MAX_CLUSTER_CONNECTIONS = 10_000
-
-
-class StoreUnavailable(Exception):
-    """Redis is unreachable and the write buffer is full: the batch was not stored.
-
-    The gateway must not ack the batch (PROTOCOL §4); the tracker resends it later.
-    """
 
 
 def check_id(value: str, what: str) -> str:
