@@ -2,8 +2,9 @@
 // repeats within a session) and keeps it until the server acks it (§4). The unacked buffer is
 // bounded and persisted (sessionStorage, via `save`) so that what one page could not deliver is
 // resent by the next page of the tab; the server de-duplicates by (session, seq), so a resend never
-// counts twice. Flushes on size (`maxPending` unsent events), on time (`flushMs`) and at once for
-// urgent events (clicks, goals, hover intent).
+// counts twice. Flushes on size (`maxPending` unsent events), on time (`flushMs`) and, for urgent
+// events (clicks, goals, hover intent), at the end of the current task: a loop of `track()` calls
+// goes out as one frame, not one each (the server's per-socket rate limit counts frames).
 export function createBatcher({
   send, // (batchMessage) -> boolean: true when the transport took it
   load = () => null,
@@ -12,6 +13,7 @@ export function createBatcher({
   maxBuffer = 500, // ~100 B per event: 50 KB of sessionStorage at most
   maxPending = 20,
   timers = globalThis,
+  defer = queueMicrotask, // runs a function at the end of the current task
 }) {
   let next = 1; // next sequence number
   let buf = []; // [[seq, event], ...] in seq order, all unacked
@@ -21,6 +23,7 @@ export function createBatcher({
   let batch = 100; // events per batch: welcome's limits.batch (§2.3), halved after a 1009
   let frame = 65536; // bytes per frame: welcome's limits.frame
   let timer = 0;
+  let soon = false; // an urgent flush is deferred to the end of the task
 
   const persist = () => save({ n: next, b: buf, d: dropped });
 
@@ -43,8 +46,11 @@ export function createBatcher({
       buf.splice(0, buf.length - maxBuffer);
       dropped++;
     }
-    if (urgent || buf.length - unsentFrom() >= maxPending) flush();
-    else if (!timer) timer = timers.setTimeout(flush, flushMs);
+    if (buf.length - unsentFrom() >= maxPending) flush();
+    else if (urgent) {
+      if (!soon) defer(flush); // (if a flush on size came first, this one finds nothing new)
+      soon = true;
+    } else if (!timer) timer = timers.setTimeout(flush, flushMs);
     return seq;
   }
 
@@ -79,6 +85,7 @@ export function createBatcher({
   function flush() {
     timers.clearTimeout(timer);
     timer = 0;
+    soon = false;
     const from = unsentFrom();
     if (from < buf.length) {
       const entries = buf.slice(from);

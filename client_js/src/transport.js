@@ -123,8 +123,9 @@ export function createTransport({
     if (code === 1009) batcher.shrink();
     set("closed");
     // Full jitter (uniform in [0, min(cap, base * 2^n)]) spreads a fleet of tabs over the window
-    // after a server restart instead of stampeding it; 4010 draining means "elsewhere, now".
-    const delay = code === 4010 ? random() * 1000 : random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempts++);
+    // after a server restart instead of stampeding it; 4010 draining means "elsewhere, now";
+    // 1013 (a batch was dropped: rate limited, not stored) means "after a pause": 1 s more.
+    const delay = code === 4010 ? random() * 1000 : (code === 1013) * 1000 + random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempts++);
     retry = timers.setTimeout(connect, delay);
   }
 

@@ -13,8 +13,11 @@ const setup = (opts = {}) => {
   const frames = [];
   let stored = opts.stored || null;
   const timers = fakeTimers();
-  const b = createBatcher({ send: (text) => (opts.offline ? false : (frames.push(JSON.parse(text)), true)), load: () => stored, save: (q) => (stored = JSON.parse(JSON.stringify(q))), timers, ...opts });
-  return { b, frames, timers, stored: () => stored };
+  // The end of the task comes when the test says (`end()`), or at once when it does not care.
+  const tasks = [];
+  const defer = opts.manualTasks ? (fn) => tasks.push(fn) : (fn) => fn();
+  const b = createBatcher({ send: (text) => (opts.offline ? false : (frames.push(JSON.parse(text)), true)), load: () => stored, save: (q) => (stored = JSON.parse(JSON.stringify(q))), timers, defer, ...opts });
+  return { b, frames, timers, stored: () => stored, end: () => tasks.splice(0).forEach((fn) => fn()) };
 };
 const ev = (k = "click") => ({ k, ts: 1 });
 
@@ -34,6 +37,31 @@ test("non-urgent events wait for the flush timer, urgent ones go at once", () =>
   assert.equal(frames.length, 1);
   b.push(ev("click"), true);
   assert.deepEqual(frames[1].seq, 2);
+});
+
+test("urgent events of one task go out together, at the end of the task", () => {
+  const { b, frames, end } = setup({ manualTasks: true });
+  b.push(ev("scroll"), false);
+  for (let i = 0; i < 8; i++) b.push(ev("custom"), true); // e.g. a loop of track() calls
+  assert.equal(frames.length, 0);
+  end();
+  assert.deepEqual(frames.map((f) => [f.seq, f.events.length]), [[1, 9]]);
+  b.push(ev("click"), true);
+  end();
+  assert.deepEqual(frames.map((f) => f.seq), [1, 10]);
+});
+
+test("the end-of-task flush really is deferred by default (a microtask)", async () => {
+  const frames = [];
+  const b = createBatcher({ send: (t) => (frames.push(JSON.parse(t)), true), timers: fakeTimers() });
+  for (let i = 0; i < 60; i++) b.push(ev("custom"), true);
+  assert.equal(frames.length, 3); // flushed on size (20 unsent) only, so far
+  await Promise.resolve();
+  assert.equal(frames.length, 3); // nothing left for the end of the task: 60 events, 3 frames
+  b.push(ev("click"), true);
+  assert.equal(frames.length, 3);
+  await Promise.resolve();
+  assert.equal(frames.length, 4);
 });
 
 test("a full batch flushes on size without waiting for the timer", () => {

@@ -120,6 +120,7 @@ test("tracker: pending opens no socket and writes nothing until grant()", async 
   assert.equal(FakeSocket.all.length, 1);
   assert.equal(ma.state().state, "open");
   assert.equal(ma.track("late"), true);
+  await settle(); // an urgent event goes out at the end of the task
   const hello = FakeSocket.all[0].sent[0];
   assert.equal(hello.consent, "granted");
   const evs = FakeSocket.all[0].sent.filter((m) => m.t === "events").flatMap((m) => m.events);

@@ -39,7 +39,7 @@ function setup({ random = () => 0.5, online = true } = {}) {
   const states = [];
   const messages = [];
   let transport;
-  const batcher = createBatcher({ send: (t) => transport.sendBatch(t), timers: { setTimeout: () => 0, clearTimeout() {} } });
+  const batcher = createBatcher({ send: (t) => transport.sendBatch(t), timers: { setTimeout: () => 0, clearTimeout() {} }, defer: (fn) => fn() });
   transport = createTransport({ url: "ws://x/v1/stream?site=demo&v=1", hello: () => ({ t: "hello", v: 1 }), batcher, onMessage: (m) => messages.push(m), onState: (s) => states.push(s), WebSocketImpl: FakeSocket, timers, random, clock: () => clock, isOnline: () => net.online });
   const sock = () => FakeSocket.all[FakeSocket.all.length - 1];
   return { transport, batcher, timers, states, messages, sock, net, advance: (ms) => (clock += ms) };
@@ -113,6 +113,21 @@ test("4010 draining reconnects at once, jittered within a second", () => {
     s.timers.fns.pop()();
   }
   assert.ok(s.timers.delays.every((d) => d < 1000));
+});
+
+const TRY_AGAIN_MS = 1000;
+
+test("1013 (a batch was dropped) reconnects after at least a second, plus the backoff", () => {
+  const s = setup({ random: () => 0 });
+  s.transport.start();
+  s.sock().serverClose(1013, "rate limited");
+  assert.equal(s.timers.delays[0], TRY_AGAIN_MS);
+  const t = setup({ random: () => 1 });
+  t.transport.start();
+  t.sock().serverClose(1013, "not stored");
+  t.timers.fns.pop()();
+  t.sock().serverClose(1013, "not stored");
+  assert.deepEqual(t.timers.delays, [TRY_AGAIN_MS + 500, TRY_AGAIN_MS + 1000]);
 });
 
 test("offline: no connection attempt until the browser is online again", () => {
