@@ -23,7 +23,7 @@ export function createBatcher({
   let batch = 100; // events per batch: welcome's limits.batch (§2.3), halved after a 1009
   let frame = 65536; // bytes per frame: welcome's limits.frame
   let timer = 0;
-  let soon = false; // an urgent flush is deferred to the end of the task
+  let soon = 0; // 1 while an urgent flush waits for the end of the task
 
   const persist = () => save({ n: next, b: buf, d: dropped });
 
@@ -48,8 +48,11 @@ export function createBatcher({
     }
     if (buf.length - unsentFrom() >= maxPending) flush();
     else if (urgent) {
-      if (!soon) defer(flush); // (if a flush on size came first, this one finds nothing new)
-      soon = true;
+      // One flush at the end of the task (if a flush on size came first, it finds nothing new).
+      if (!soon) {
+        soon = 1;
+        defer(flush);
+      }
     } else if (!timer) timer = timers.setTimeout(flush, flushMs);
     return seq;
   }
@@ -84,8 +87,7 @@ export function createBatcher({
 
   function flush() {
     timers.clearTimeout(timer);
-    timer = 0;
-    soon = false;
+    timer = soon = 0;
     const from = unsentFrom();
     if (from < buf.length) {
       const entries = buf.slice(from);

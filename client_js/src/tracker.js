@@ -122,7 +122,7 @@ export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microa
         else if (msg.t === "error") {
           // §3.1: a kind this server does not know is dropped; stop sending it for the session.
           const kind = msg.code === "unknown_event" && /kind\W+(\w+)/.exec(msg.detail);
-          if (!kind) console.warn("microadjust: server error", msg.code, msg.detail);
+          if (!kind) console.warn("microadjust:", msg.code, msg.detail);
           else if (muted.indexOf(kind[1]) < 0) save(SESSION, K_MUTE, muted.push(kind[1]) && muted);
         }
       },
