@@ -153,8 +153,9 @@ class Ingest:
         `ack_floor`: events up to it were already acked on this socket (a resend of them is a
         duplicate even if the store forgot the session meanwhile)."""
         if consent != "granted":
-            # §8: acknowledged so the tracker stops resending, but nothing is stored or evaluated.
-            return IngestResult(ack=batch.last)
+            # §8: acknowledged so the tracker stops resending, but nothing is stored or evaluated
+            # (cumulative: a resend below what this socket acked does not move the ack back).
+            return IngestResult(ack=max(batch.last, ack_floor))
         return await self._run(vid, sid, batch, pseq_floor, ack_floor)
 
     async def tick(self, vid: str, sid: str, pseq_floor: int = 0) -> IngestResult | None:
@@ -596,6 +597,10 @@ class Gateway:
             welcome["resume"] = {"from": hello.pseq, "sent": 0, "complete": False}
             metrics.RESUMES.labels("incomplete").inc()
             log.info("session %s claims pseq %d, server has %d: numbering on from it", conn.sid, hello.pseq, snap.pseq)
+        # Whatever path above: this socket has seen patches up to the welcome's pseq, so later
+        # ones are numbered above it even if the store forgets the session meanwhile (§2.3).
+        if welcome["pseq"] > conn.pseq_floor:
+            conn.pseq_floor = welcome["pseq"]
         await conn.send(welcome)
         for msg in missed:
             await conn.send(msg)
@@ -676,14 +681,14 @@ class Gateway:
             await conn.send({"t": "error", "code": P.RATE_LIMITED, "detail": "too many messages; the message was dropped"})
             return False
         try:
-            t, body = P.validate_client_message(P.decode(text), self.limits.max_batch)
-            if t == "hello":
-                raise P.ProtocolError(P.BAD_MESSAGE, "t", "second hello")
-        except P.ProtocolError as exc:
-            if exc.path == "t" and exc.msg == "second hello":
+            obj = P.decode(text)
+            if type(obj) is dict and obj.get("t") == "hello":
+                # §2.2: a second hello closes 4002, well formed or not.
                 self.stats.reject("bad_hello")
-                await conn.close(P.CLOSE_BAD_HELLO, "expected hello")  # §2.2: a second hello
+                await conn.close(P.CLOSE_BAD_HELLO, "expected hello")
                 return True
+            t, body = P.validate_client_message(obj, self.limits.max_batch)
+        except P.ProtocolError as exc:
             await self._bad(conn, exc)
             return False
         if t == "events":

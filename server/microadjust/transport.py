@@ -153,10 +153,17 @@ class StreamProtocol(asyncio.Protocol):
                 if n - pos < 10:
                     break
                 length, head = int.from_bytes(data[pos + 2:pos + 10], "big"), pos + 10
-            if not b1 & 0x80 or (max_size is not None and length > max_size):
-                # Unmasked (1002) or over the limit (1009): websockets says so from the header.
+            if not b1 & 0x80:
+                # Unmasked (1002): websockets says so from the header.
                 self.fast = False
                 return self._parse(data[pos:])
+            if max_size is not None and length > max_size:
+                # Over the limit: 1009 with PROTOCOL §7's reason, from the header alone.
+                self.fast = False
+                self.conn.fail(1009, "frame too large")
+                self._flush()
+                self._closed_by_parser()
+                return
             end = head + 4 + length
             if end > n:
                 break

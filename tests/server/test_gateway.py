@@ -254,8 +254,7 @@ async def test_ten_bad_messages_close_4003(server):
 async def test_frame_over_the_limit_closes_1009(server):
     ws, _ = await open_session(server, *ids())
     await send(ws, json.dumps({"t": "ping", "pad": "x" * 70_000}))
-    code, _ = await closed_with(ws)
-    assert code == 1009
+    assert await closed_with(ws) == (1009, "frame too large")  # PROTOCOL §7's reason
 
 
 async def test_binary_frame_closes_1003(server):
@@ -367,3 +366,19 @@ async def test_an_open_session_whose_visitor_the_store_cap_dropped_keeps_working
     assert (await store.load(va, sa)).ack == 2
     await a.close()
     await b.close()
+
+
+async def test_a_second_hello_closes_4002_even_when_malformed(server):
+    for second in ({"t": "hello"}, {"t": "hello", "v": 1, "consent": "maybe"}):
+        ws, _ = await open_session(server, *ids())
+        await send(ws, second)
+        assert await closed_with(ws) == (4002, "expected hello"), second
+
+
+async def test_acks_never_go_back_when_consent_is_not_granted(server):
+    ws, _ = await open_session(server, *ids(), consent="denied")
+    await send(ws, {"t": "events", "seq": 10, "events": [hover("p1", 100, "end")]})
+    assert await recv(ws) == {"t": "ack", "seq": 10}
+    await send(ws, {"t": "events", "seq": 3, "events": [hover("p1", 100, "end")]})
+    assert await recv(ws) == {"t": "ack", "seq": 10}
+    await ws.close()

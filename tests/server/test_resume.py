@@ -246,3 +246,31 @@ async def test_a_patch_committed_while_the_welcome_is_prepared_is_sent_once_afte
     assert (await until(other, "patch"))["pseq"] == 2  # the other tab got it too
     await ws.close()
     await other.close()
+
+
+async def test_a_reconnected_socket_numbers_patches_above_its_welcome_when_the_store_forgets(live_server, tmp_path):
+    """§2.3: on an open socket whose session the server forgets (here the embedded store's cap),
+    the next patch is numbered above the last one that socket got, on the reconnect path too."""
+    from .helpers import DEMO_RULES, hover, make_settings
+
+    url = live_server(make_settings(tmp_path, rules_file=DEMO_RULES, store_visitors=2))
+    vid, sid = ids()
+    ws, _ = await open_session(url, vid, sid)
+    await send(ws, {"t": "events", "seq": 1, "events": [hover("p5")]})
+    assert (await recv(ws))["t"] == "ack"
+    patch = await recv(ws)
+    assert patch["t"] == "patch" and patch["pseq"] == 1
+    await ws.close()
+    ws, welcome = await open_session(url, vid, sid, ack=1, pseq=1)  # a plain reconnect
+    assert welcome["pseq"] == 1 and "resume" not in welcome
+    for _ in range(3):  # other visitors push this one out of the store (cap 2)
+        other, other_sid = ids()
+        o, _ = await open_session(url, other, other_sid)
+        await send(o, {"t": "events", "seq": 1, "events": [hover("p1", 100, "end")]})
+        assert (await recv(o))["t"] == "ack"
+        await o.close()
+    await send(ws, {"t": "events", "seq": 2, "events": [hover("p5")]})
+    assert (await recv(ws))["t"] == "ack"
+    patch = await recv(ws)
+    assert patch["t"] == "patch" and patch["pseq"] == 2
+    await ws.close()

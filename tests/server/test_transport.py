@@ -301,7 +301,7 @@ async def test_a_frame_announcing_more_than_the_limit_closes_1009_from_its_heade
     await _read_frame(reader)
     writer.write(b"\x81\xff" + (10 ** 9).to_bytes(8, "big") + b"\x00\x00\x00\x00")  # no payload sent
     opcode, data = await _read_frame(reader)
-    assert opcode == 0x8 and int.from_bytes(data[:2], "big") == 1009
+    assert opcode == 0x8 and int.from_bytes(data[:2], "big") == 1009 and data[2:] == b"frame too large"
     writer.close()
 
 
