@@ -348,3 +348,28 @@ async def test_a_waiting_socket_keeps_nothing_of_its_last_message(server):
         assert (await until(ws, "ack"))["seq"] == 2
         await asyncio.sleep(0.05)
         assert batches() == []
+
+
+async def test_a_ping_flood_that_never_reads_its_pongs_cannot_grow_the_servers_memory(server):
+    """While the peer does not read what is written, nothing more is read from it: the pongs its
+    pings ask for stay within the transport's high-water mark instead of piling up."""
+    import socket
+
+    reader, writer = await _raw_session(server)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and this side never reads
+    pings = _masked(b"x" * 125, opcode=0x9) * 200  # 26 KB of pings, 25 KB of pongs to answer
+    sent, deadline = 0, asyncio.get_running_loop().time() + 3
+    while sent < 40_000_000 and asyncio.get_running_loop().time() < deadline:
+        writer.write(pings)
+        try:
+            await asyncio.wait_for(writer.drain(), 0.2)
+        except asyncio.TimeoutError:
+            break  # the server stopped reading: TCP pushes back on us, as it should
+        sent += len(pings)
+    await asyncio.sleep(0.3)
+    (proto,) = [p for p in open_sockets(server) if not p.disconnected]
+    buffered = proto.transport.get_write_buffer_size()
+    assert buffered < 1_000_000, f"{buffered} bytes of pongs buffered after {sent} bytes of pings"
+    assert sent < 40_000_000, "the server kept reading a peer that reads nothing"
+    writer.transport.abort()
