@@ -23,8 +23,9 @@ export function tags(el) {
 export function ref(el) {
   const item = el.getAttribute("data-ma-item");
   const slot = el.getAttribute("data-ma-slot");
-  // Undefined fields are left out of the JSON.
-  return item ? { item, tags: tags(el) } : slot ? { slot } : { el: describe(el) };
+  // Undefined fields are left out of the JSON. Item keys are cut to the schema's 128 characters:
+  // a page's over-long key would otherwise get its whole batch refused (PROTOCOL §3.1).
+  return item ? { item: item.slice(0, 128), tags: tags(el) } : slot ? { slot } : { el: describe(el) };
 }
 
 /**

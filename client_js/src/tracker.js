@@ -247,7 +247,7 @@ export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microa
         run && { ...run.batcher.stats(), vid: run.vid, sid: run.sid, ...(MA_HISTORY && { items: run.items.last() }) },
       ),
   };
-  if (!cfg.site) console.error("microadjust: no data-site; tracking is off");
+  if (!cfg.site) console.error("microadjust: no data-site");
   else if (consent.status() === "granted") start();
   return api;
 }

@@ -262,3 +262,18 @@ test("forms and keys: names only, never a value or a key; password, hidden, card
     s.restore();
   }
 });
+
+test("keys the schema would refuse are not sent as they are: over 128 characters cut, empty left out", async () => {
+  const s = setup();
+  const { ref } = await import("../src/dom.js");
+  const { pageItems } = await import("../src/signals/page.js");
+  const grid = s.$("section");
+  grid.insertAdjacentHTML("beforeend", `<article data-ma-item="${"k".repeat(200)}">long</article><article data-ma-item="">empty</article>`);
+  try {
+    assert.equal(ref(grid.lastElementChild.previousElementSibling).item, "k".repeat(128));
+    assert.equal(ref(grid.lastElementChild).item, undefined); // an empty key is no key: the slot names it
+    assert.deepEqual(pageItems().map((i) => i.key.length), [2, 2, 128]);
+  } finally {
+    s.restore();
+  }
+});

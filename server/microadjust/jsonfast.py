@@ -10,10 +10,13 @@ gets written, with the same errors as before for what neither can encode.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 import ujson
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def dumps(x: Any) -> bytes:
@@ -36,20 +39,42 @@ def kept(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, repair: bool = False) -> Any:
     """Parse JSON as RFC 8259 defines it (orjson; ujson for what orjson refuses, which decides).
 
     orjson refuses an integer beyond 64 bits, which ujson reads. ujson also reads what is not
     JSON text: NaN, Infinity, numbers that overflow to infinity, and strings with a lone UTF-16
     surrogate (which no UTF-8 encoder can write back: the event log and the wire would fail on
     them after the batch was stored). What ujson reads is therefore checked for those, and
-    refused with a ValueError as ujson refuses everything else."""
+    refused with a ValueError as ujson refuses everything else; with `repair`, a lone surrogate
+    is replaced by U+FFFD instead (the browser's own text, cut in the middle of a pair)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         value = ujson.loads(data)
-        check_plain(value)
+        try:
+            check_plain(value)
+        except LoneSurrogate:
+            if not repair:
+                raise
+            value = _repaired(value)
+            check_plain(value)
         return value
+
+
+class LoneSurrogate(ValueError):
+    pass
+
+
+def _repaired(x: Any) -> Any:
+    t = type(x)
+    if t is str:
+        return x if x.isascii() else _SURROGATES.sub("\ufffd", x)
+    if t is dict:
+        return {_repaired(k): _repaired(v) for k, v in x.items()}
+    if t is list:
+        return [_repaired(v) for v in x]
+    return x
 
 
 _INF = float("inf")
@@ -68,7 +93,7 @@ def check_plain(value: Any) -> None:
                 try:
                     x.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise ValueError("invalid string: lone surrogate") from None
+                    raise LoneSurrogate("invalid string: lone surrogate") from None
         elif t is float:
             if x != x or x in (_INF, -_INF):
                 raise ValueError("number is not finite (NaN, Infinity or out of range)")

@@ -306,7 +306,9 @@ def _scroll(ev: dict, path: str, out: dict) -> None:
     out["depth"] = x
     x = ev.get("speed")
     if (type(x) is not int and type(x) is not float) or not 0 <= x <= 1_000_000:
-        x = _num(ev, "speed", path, 0, 1_000_000)
+        # A real gesture can measure faster (the End key on a very long page): a number above
+        # the cap is the cap, not a reason to refuse the batch. Anything else is checked as ever.
+        x = 1_000_000 if type(x) in (int, float) and x > 1_000_000 else _num(ev, "speed", path, 0, 1_000_000)
     out["speed"] = x
     if "dir" in ev:
         x = ev["dir"]
@@ -512,9 +514,11 @@ def decode(text: str | bytes) -> Any:
 
     orjson parses a batch ~1.8x faster than ujson (and floats exactly); what it refuses goes to
     ujson, which decides (`jsonfast.loads`), so what is accepted and the error text of what is not
-    are ujson's."""
+    are ujson's. A lone UTF-16 surrogate in a string (what a page's title cut in the middle of an
+    emoji becomes) is replaced by U+FFFD rather than costing the batch; NaN and Infinity are
+    `bad_json`."""
     try:
-        return jsonfast.loads(text)
+        return jsonfast.loads(text, repair=True)
     except (ValueError, OverflowError) as exc:
         raise ProtocolError(BAD_JSON, "", f"not valid JSON ({exc})") from None
 

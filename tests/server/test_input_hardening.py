@@ -79,30 +79,53 @@ def beacon_text(vid, sid, el):
             % (vid, sid, el))
 
 
-@pytest.mark.parametrize("el", ["\\ud800", "\\udfff"])
-def test_a_beacon_with_a_lone_surrogate_is_a_400_and_nothing_is_stored_or_logged(server, el):
+def logged(server, vid):
+    return [json.loads(line) for line in server.log.read_text().splitlines() if vid in line]
+
+
+@pytest.mark.parametrize("el", ["a\\ud83d", "\\udfffb", b"\xed\xa0\x80"])
+def test_a_beacon_with_a_lone_surrogate_is_stored_with_a_replacement_character(server, el):
+    """A title cut in the middle of an emoji: the batch is kept, the broken half becomes U+FFFD."""
     vid, sid = ids()
-    r = httpx.post(server + "/v1/events", content=beacon_text(vid, sid, el), headers=ORIGIN)
-    assert r.status_code == 400 and r.json()["error"] == "bad_json"
-    assert "lone surrogate" in r.json()["detail"]
-    assert stored(server, sid) == 0
-    assert vid not in server.log.read_text()
-    # The same batch, well formed, is stored and logged once.
-    r = httpx.post(server + "/v1/events", content=beacon_text(vid, sid, "ok"), headers=ORIGIN)
+    body = beacon_text(vid, sid, el.decode("latin-1") if isinstance(el, bytes) else el)
+    body = body.encode("latin-1") if isinstance(el, bytes) else body
+    r = httpx.post(server + "/v1/events", content=body, headers=ORIGIN)
     assert r.status_code == 200 and r.json() == {"ack": 1}
-    assert server.log.read_text().count(vid) == 1
+    assert stored(server, sid) == 1
+    (record,) = logged(server, vid)
+    assert "\ufffd" in record["el"]
 
 
-async def test_a_socket_message_with_a_lone_surrogate_gets_bad_json_and_the_socket_lives_on(server):
+async def test_a_socket_message_with_a_lone_surrogate_is_stored_and_acked(server):
     vid, sid = ids()
     ws, _ = await open_session(server, vid, sid)
-    await ws.send('{"t":"events","seq":1,"events":[{"k":"click","ts":1,"item":"p1","el":"\\ud800"}]}')
+    await ws.send('{"t":"events","seq":1,"events":[{"k":"view","ts":1,"url":"/","title":"Sale \\ud83d"}]}')
+    assert await recv(ws) == {"t": "ack", "seq": 1}
+    await ws.close()
+    assert stored(server, sid) == 1
+    assert logged(server, vid)[0]["title"] == "Sale \ufffd"
+
+
+async def test_nan_in_a_socket_message_is_bad_json_and_the_socket_lives_on(server):
+    vid, sid = ids()
+    ws, _ = await open_session(server, vid, sid)
+    await ws.send('{"t":"events","seq":1,"events":[{"k":"scroll","ts":1,"depth":NaN,"speed":1}]}')
     err = await recv(ws)
-    assert err["t"] == "error" and err["code"] == "bad_json" and "lone surrogate" in err["detail"]
+    assert err["t"] == "error" and err["code"] == "bad_json" and "not finite" in err["detail"]
     await ws.send('{"t":"events","seq":1,"events":[{"k":"click","ts":1,"item":"p1"}]}')
     assert await recv(ws) == {"t": "ack", "seq": 1}
     await ws.close()
     assert stored(server, sid) == 1
+
+
+def test_a_scroll_speed_above_the_cap_is_the_cap():
+    from microadjust import protocol
+
+    t, batch = protocol.validate_client_message(
+        {"t": "events", "seq": 1, "events": [{"k": "scroll", "ts": 1, "depth": 100, "speed": 1_723_505}]})
+    assert batch.events[0]["speed"] == 1_000_000
+    with pytest.raises(protocol.ProtocolError):
+        protocol.validate_client_message({"t": "events", "seq": 1, "events": [{"k": "scroll", "ts": 1, "depth": 1, "speed": -1}]})
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "1e999"])

@@ -11,7 +11,8 @@ export function pageItems() {
   const out = [];
   for (const el of document.querySelectorAll("[data-ma-item]")) {
     const slot = el.parentElement && el.parentElement.closest("[data-ma-slot]");
-    if (out.push({ key: el.getAttribute("data-ma-item"), tags: tags(el), slot: slot ? slot.getAttribute("data-ma-slot") : undefined }) >= 200) break;
+    const key = el.getAttribute("data-ma-item").slice(0, 128); // as dom.js ref(); "" is no item
+    if (key && out.push({ key, tags: tags(el), slot: slot ? slot.getAttribute("data-ma-slot") : undefined }) >= 200) break;
   }
   return out;
 }
