@@ -36,7 +36,8 @@ export function field(el) {
   if (!el || !/^(INPUT|SELECT|TEXTAREA)$/.test(el.tagName)) return null;
   const type = (el.getAttribute("type") || "").toLowerCase();
   const ac = (el.getAttribute("autocomplete") || "").toLowerCase();
-  if (type === "password" || type === "hidden" || ac.indexOf("cc-") === 0 || el.closest("[data-ma-ignore]")) return null;
+  // Card fields by any autofill token: "cc-number", also "billing cc-number", "section-pay cc-csc".
+  if (type === "password" || type === "hidden" || /(^|\s)cc-/.test(ac) || el.closest("[data-ma-ignore]")) return null;
   const f = { field: (el.name || el.id || describe(el)).slice(0, 64) };
   const form = el.form && (el.form.getAttribute("name") || el.form.id);
   if (form) f.form = form.slice(0, 64);

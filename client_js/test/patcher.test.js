@@ -257,6 +257,22 @@ test("subscribe() receives patches for its slot instead of the DOM, and their re
   assert.equal(page.$("ul").firstElementChild.textContent, "R4");
 });
 
+test("an unsubscribed component gets no revert of a patch it was given (ttl, revert, revertAll)", async () => {
+  const page = setup();
+  const got = [];
+  const unsubscribe = page.patcher.subscribe("recs", (p) => got.push(p.ops[0].op));
+  const p = patch({ slot: "recs" }, [{ op: "reorder", keys: ["r4", "r3"] }]);
+  page.patcher.apply({ pseq: 1, patch: p });
+  page.patcher.apply({ pseq: 2, patch: { ...p, id: "second" } });
+  await page.frames();
+  assert.deepEqual(got, ["reorder", "reorder"]);
+  unsubscribe(); // e.g. the component unmounted
+  page.patcher.revert(p.id);
+  page.patcher.revertAll();
+  await page.frames();
+  assert.deepEqual(got, ["reorder", "reorder"]);
+});
+
 test("a throwing subscriber does not stop the others", async () => {
   const page = setup();
   const got = [];

@@ -9,6 +9,7 @@ const PAGE = `<section data-ma-slot="grid"><article data-ma-item="p1" data-ma-ta
 <article data-ma-item="p2">P2</article><div id="inert">inert</div></section>
 <form name="signup" id="f"><input name="email" value="me@example.org"><input type="password" name="pw" value="hunter2">
 <input type="hidden" name="token" value="t0k3n"><input name="cc" autocomplete="cc-number" value="4111111111111111">
+<input name="cc2" autocomplete="billing cc-number" value="4111111111111112"><input name="cc3" autocomplete="section-pay cc-csc" value="123">
 <textarea id="bio">my life story</textarea><div data-ma-ignore><input name="secret" value="s3cret"></div></form>`;
 
 /** A page, a fake clock (at `t0` ms since page start) driving setTimeout and performance.now, and a ctx recording emits. */
@@ -234,7 +235,7 @@ test("forms and keys: names only, never a value or a key; password, hidden, card
   try {
     forms(s.ctx);
     keys(s.ctx);
-    const all = ["[name=email]", "[name=pw]", "[name=token]", "[name=cc]", "#bio", "[name=secret]"];
+    const all = ["[name=email]", "[name=pw]", "[name=token]", "[name=cc]", "[name=cc2]", "[name=cc3]", "#bio", "[name=secret]"];
     for (const sel of all) {
       const el = s.$(sel);
       s.fire(el, "focusin", {}, s.w.FocusEvent);

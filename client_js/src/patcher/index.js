@@ -98,7 +98,8 @@ export function createPatcher({ report, root = document, win = window, now = () 
 
   function undo(rec) {
     win.clearTimeout(rec.timer);
-    if (rec.subs) return deliver(rec.subs, { id: rec.patch.id, target: rec.patch.target, ops: [{ op: "revert" }] });
+    // Only to the subscribers still subscribed: an unsubscribed component (unmounted) is not called.
+    if (rec.subs) return deliver(rec.subs.filter((s) => subscribers.has(s)).map((s) => s[1]), { id: rec.patch.id, target: rec.patch.target, ops: [{ op: "revert" }] });
     rec.entries.reverse().forEach((e) => e.undo());
     rec.entries = [];
     rec.on = 0;
@@ -167,12 +168,12 @@ export function createPatcher({ report, root = document, win = window, now = () 
     const old = live.get(patch.id);
     if (old && old.json == json) return; // §5: the same patch again is a no-op
     const rec = { patch, json, pseq, entries: [], fights: [] };
-    const subs = [...subscribers].filter((s) => s[0] == patch.target.slot).map((s) => s[1]);
+    const subs = [...subscribers].filter((s) => s[0] == patch.target.slot);
     live.set(patch.id, rec);
     if (old) win.clearTimeout(old.timer);
     if (subs.length) {
       if (old) old.subs ? undo(old) : schedule(() => undo(old));
-      deliver((rec.subs = subs), patch);
+      deliver((rec.subs = subs).map((s) => s[1]), patch);
       start(rec);
       return send(rec, "delegated", t0);
     }
