@@ -25,7 +25,7 @@ const CSP = "script-src 'self' 'wasm-unsafe-eval'; object-src 'none'; base-uri '
 
 // The tracker's buffer format is what offline.mjs reads (sessionStorage "ma_q" as batcher.js
 // persists it): this fails when either side changes it.
-test("offline.mjs reads the tracker's unacked buffer exactly as the tracker writes it", () => {
+test("offline.mjs reads the tracker's unacked buffer exactly as the tracker writes it", async () => {
   const tracker = readFileSync(join(ROOT, "client_js", "src", "tracker.js"), "utf8");
   expect(tracker).toContain(`const K_QUEUE = "${BUFFER_KEY}";`);
   expect(tracker).toMatch(/save: \(q\) => save\(SESSION, K_QUEUE, q\)/);
@@ -37,6 +37,7 @@ test("offline.mjs reads the tracker's unacked buffer exactly as the tracker writ
   const hover = { k: "hover", ts: 1, item: "p1", dur: 2100, phase: "intent" };
   batcher.push({ k: "view", ts: 1, url: "/shop", title: "Shop", items: [] }, true);
   batcher.push(hover, true);
+  await Promise.resolve(); // urgent events are flushed (and persisted) at the end of the task
   expect(readBuffer(storage)).toEqual({ next: 3, events: [{ k: "view", ts: 1, url: "/shop", title: "Shop", items: [], seq: 1 }, { ...hover, seq: 2 }] });
   batcher.ack(1);
   expect(readBuffer(storage)).toEqual({ next: 3, events: [{ ...hover, seq: 2 }] });

@@ -299,16 +299,26 @@ def _hover(ev: dict, path: str, out: dict) -> None:
     out["phase"] = x
 
 
+SPEED_CAP = 1_000_000  # px/s
+
+
+def _speed(ev: dict, path: str) -> float:
+    """`scroll.speed`: a number >= 0. A real gesture can measure faster than the cap (the End key
+    on a very long page): above it, it is the cap, not a reason to refuse the batch."""
+    x = ev.get("speed")
+    if type(x) in (int, float) and x > SPEED_CAP:
+        return SPEED_CAP
+    return _num(ev, "speed", path, 0, SPEED_CAP)
+
+
 def _scroll(ev: dict, path: str, out: dict) -> None:
     x = ev.get("depth")
     if (type(x) is not int and type(x) is not float) or not 0 <= x <= 100:  # NaN fails the range too
         x = _num(ev, "depth", path, 0, 100)
     out["depth"] = x
     x = ev.get("speed")
-    if (type(x) is not int and type(x) is not float) or not 0 <= x <= 1_000_000:
-        # A real gesture can measure faster (the End key on a very long page): a number above
-        # the cap is the cap, not a reason to refuse the batch. Anything else is checked as ever.
-        x = 1_000_000 if type(x) in (int, float) and x > 1_000_000 else _num(ev, "speed", path, 0, 1_000_000)
+    if (type(x) is not int and type(x) is not float) or not 0 <= x <= SPEED_CAP:
+        x = _speed(ev, path)
     out["speed"] = x
     if "dir" in ev:
         x = ev["dir"]

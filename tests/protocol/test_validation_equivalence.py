@@ -50,7 +50,7 @@ FIELDS = [(kind, name, ref) for kind in ("hover", "dwell", "click") for name, re
     ("dwell", "ms", lambda ev: P._int(ev, "ms", PATH, 0)),
     ("click", "rage", lambda ev: P._bool(ev, "rage", PATH)),
     ("scroll", "depth", lambda ev: P._num(ev, "depth", PATH, 0, 100)),
-    ("scroll", "speed", lambda ev: P._num(ev, "speed", PATH, 0, 1_000_000)),
+    ("scroll", "speed", lambda ev: P._speed(ev, PATH)),
     ("scroll", "dir", lambda ev: P._enum(ev, "dir", PATH, ("up", "down"), required=False)),
     ("scroll", "ts", lambda ev: P._int(ev, "ts", PATH, 0)),
 ]
