@@ -48,10 +48,10 @@ export function createBatcher({
     }
     if (buf.length - unsentFrom() >= maxPending) flush();
     else if (urgent) {
-      // One flush at the end of the task (if a flush on size came first, it finds nothing new).
+      // One flush at the end of the task, unless one came first (on size) or clear() did.
       if (!soon) {
         soon = 1;
-        defer(flush);
+        defer(() => soon && flush());
       }
     } else if (!timer) timer = timers.setTimeout(flush, flushMs);
     return seq;
@@ -150,7 +150,7 @@ export function createBatcher({
       next = 1;
       sent = acked = dropped = 0;
       timers.clearTimeout(timer);
-      timer = 0;
+      timer = soon = 0;
     },
     stats: () => ({ seq: next - 1, pending: buf.length, acked, dropped }),
   };

@@ -195,7 +195,9 @@ export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microa
     if (MA_FORMS) forms(ctx);
     if (MA_KEYS) keys(ctx);
     if (MA_POINTER) pointer(ctx);
-    transport.start();
+    // The socket opens at the end of the task: a `consent.revoke()` the stub queued before the
+    // script loaded is replayed first (index.js), and then no socket is opened at all (§8).
+    queueMicrotask(() => run === r && transport.start());
   }
 
   function stop() {

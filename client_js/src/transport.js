@@ -117,7 +117,7 @@ export function createTransport({
     timers.clearInterval(hbTimer);
     if (state === "stopped" || state === "idle") return;
     if (NO_RECONNECT.indexOf(code) >= 0) {
-      console.warn("microadjust: closed, not reconnecting:", code, reason);
+      console.warn("microadjust: closed", code, reason);
       return set("stopped");
     }
     if (code === 1009) batcher.shrink();

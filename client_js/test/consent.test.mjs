@@ -48,7 +48,7 @@ const settle = () => new Promise((r) => setTimeout(r, 10));
 
 const { createConsent, CONSENT_KEY } = await import("../src/consent.js");
 const { readConfig } = await import("../src/config.js");
-const { init } = await import("../src/tracker.js");
+const { init, replay } = await import("../src/tracker.js");
 const cfg = (a = {}) => readConfig(attrs(a), "https://cdn.example/microadjust.js", new URL("https://shop.example/"));
 
 test("the script tag's consent attributes", () => {
@@ -128,6 +128,17 @@ test("tracker: pending opens no socket and writes nothing until grant()", async 
   assert.deepEqual(keys("localStorage"), ["ma_consent", "ma_vid"]);
   assert.ok(keys("sessionStorage").includes("ma_sid"));
   ma.consent.revoke();
+});
+
+test("tracker: a revoke() the stub queued before the script loaded opens no socket at all (§8)", async () => {
+  browser();
+  const stub = { q: [["track", ["early"]], ["consent.revoke", []]] };
+  const ma = init(attrs({}), "https://cdn.example/microadjust.js");
+  replay(stub, ma); // as index.js does, in the same task as init()
+  await settle();
+  assert.equal(FakeSocket.all.length, 0);
+  assert.deepEqual([keys("localStorage"), keys("sessionStorage")], [["ma_consent"], []]);
+  assert.equal(ma.consent.status(), "denied");
 });
 
 test("tracker: revoke() closes the socket, clears ids, queue and history, and stays off", async () => {
