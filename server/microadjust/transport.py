@@ -335,8 +335,11 @@ class StreamProtocol(asyncio.Protocol):
         self.accepted = True
         self._send_response(response, close=False)
         _forget_request(self.conn)
-        # Frames are parsed here from now on, unless the client sent bytes before the 101 (its
-        # parser holds them; it keeps the socket).
+        # Frames are parsed here from now on, unless websockets' parser holds bytes of the
+        # client's (it keeps the socket then). Under `microadjust serve` it holds none: uvicorn's
+        # httptools protocol hands over the upgrade without bytes that came after the request
+        # (a client may not send frames before the 101, RFC 6455 §4.1; browsers never do), so
+        # such bytes are lost and the socket times out waiting for its hello (4008).
         self.fast = not self.conn.reader.buffer
         log.info('%s - "WebSocket %s" [accepted]', _peer(self.transport), PATH)
 
