@@ -22,7 +22,8 @@ test.beforeAll(async () => {
     const u = new URL(q.url, "http://x");
     if (u.pathname === "/microadjust.js") return r.writeHead(200, { "content-type": "text/javascript" }).end(js);
     if (u.pathname === "/plain") return r.writeHead(200, { "content-type": "text/html" }).end("<title>No tracker</title>bye");
-    r.writeHead(200, { "content-type": "text/html" }).end(html(u.pathname, site.endpoint, u.searchParams.get("flush") || "100"));
+    const endpoint = u.searchParams.get("endpoint") || site.endpoint; // another server's stream
+    r.writeHead(200, { "content-type": "text/html" }).end(html(u.pathname, endpoint, u.searchParams.get("flush") || "100"));
   });
   await new Promise((r) => site.listen(0, "127.0.0.1", r));
   site.origin = `http://127.0.0.1:${site.address().port}`;
@@ -125,4 +126,26 @@ test("pagehide beacon: events still pending at navigation arrive by POST /v1/eve
   // the server saw beacons, and no resent event it had to drop as a duplicate.
   expect(statsAfter.beacons).toBeGreaterThan(statsBefore.beacons);
   expect(statsAfter.duplicates).toBe(statsBefore.duplicates);
+});
+
+test("batches the server drops for the rate limit are resent after its 1013: the log holds 1..seq exactly once", async ({ page }) => {
+  // A private server whose per-socket limit a burst of goals exceeds (2 messages, then 1 per 5 s).
+  const strict = await startServer(["--site", `demo=${site.origin}`, "--limit", "rate_per_s=0.2", "--limit", "rate_burst=2"]);
+  try {
+    const endpoint = strict.url.replace("http", "ws") + "/v1/stream";
+    await page.goto(site.origin + "/strict?endpoint=" + encodeURIComponent(endpoint));
+    await page.waitForFunction(() => microadjust.state().state === "open");
+    const { sid } = await state(page);
+    // One goal per task: each is its own frame (goals of one task would share one).
+    for (let i = 0; i < 6; i++) await page.evaluate((i) => microadjust.track("burst", { i }), i);
+    await page.waitForFunction(() => ((s) => s.pending === 0 && s.acked === s.seq)(microadjust.state()), null, { timeout: 20_000 });
+    const { seq } = await state(page);
+    expect(seq).toBeGreaterThanOrEqual(7); // the view and six goals
+    const log = () =>
+      readFileSync(join(strict.dataDir, "events.jsonl"), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.sid === sid);
+    expect(log().map((e) => e.seq).sort((a, b) => a - b)).toEqual(range(seq));
+    expect((await strict.admin("/v1/admin/stats")).body.rejected.rate_limited).toBeGreaterThan(0);
+  } finally {
+    await strict.cleanup();
+  }
 });
