@@ -325,13 +325,15 @@ class Routes:
                     for sid, session in exported["sessions"].items():
                         session["outbox"] = self.gateway.outbox.messages(vid, sid)
                 return JSONResponse(exported)
+            # This process's sockets of the visitor first: a batch they carry while the store
+            # and the log are erased would otherwise leave data behind the erasure.
+            for conn in list(self.gateway.registry.by_visitor.get(vid, ())):
+                await conn.close(1000, "")
             await self.store.erase_visitor(vid)
             self.gateway.forget_visitor(vid)
             bus = getattr(self.gateway, "bus", None)
             if bus is not None:
                 await bus.publish_erase(vid)
-            for conn in list(self.gateway.registry.by_visitor.get(vid, ())):
-                await conn.close(1000, "")
         except StoreUnavailable as exc:
             return error(503, "unavailable", str(exc))
         return Response(status_code=204)
