@@ -217,7 +217,13 @@ class AutoPipeline:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._out or self._proto is None or self._proto.transport is None:
+        if not self._out:
+            return
+        if self._proto is None or self._proto.transport is None:
+            # The connection went between the send and this flush: the commands were never
+            # written, so nothing would ever answer them (and no watchdog runs without a
+            # connection). They fail now, as commands on a lost connection do.
+            self._drop(RedisConnectionError("redis connection lost before the command was sent"))
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out.clear()
@@ -228,6 +234,8 @@ class AutoPipeline:
         """Send one command and return its reply (errors raise redis-py's exception types)."""
         if self._proto is None:
             await self._ensure()
+            if self._proto is None:  # connected, then dropped at once (e.g. max clients reached)
+                raise RedisConnectionError("redis connection lost right after it was made")
         return await self._send(args)
 
     async def eval_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:

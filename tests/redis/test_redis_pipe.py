@@ -140,3 +140,24 @@ async def test_more_batches_in_flight_than_pooled_connections_all_commit(redis_s
         assert snap.ack == 5 and snap.profile == {"v": {"i": i}, "s": {"n": i}}
     await reader.close()
     await store.close()
+
+
+async def test_a_connection_dropped_right_after_it_is_made_fails_the_command_instead_of_hanging():
+    """A Redis at `maxclients` answers a new connection with an error and closes it. The command
+    sent meanwhile was never written: it must fail (the store then degrades), not wait for ever."""
+
+    async def full(reader, writer):
+        writer.write(b"-ERR max number of clients reached\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(full, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pipe = AutoPipeline(port=port, timeout=0.5)
+    try:
+        for _ in range(20):  # the race the audit found hung in 20 of 20 tries
+            with pytest.raises((RedisConnectionError, ResponseError, RedisTimeoutError)):
+                await asyncio.wait_for(pipe.execute("PING"), 2)
+    finally:
+        await pipe.close()
+        server.close()
