@@ -150,3 +150,44 @@ async def test_nothing_crashes_when_redis_is_down_from_the_start(stopped_redis):
         await asyncio.sleep(0.05)
     assert (await store.load(VID, SID)).ack == BATCH
     await store.close()
+
+
+async def test_a_batch_a_cut_off_process_buffered_is_logged_though_another_process_acked_past_it(redis_server, monkeypatch):
+    """Process A loses Redis (alone) and acks seq 11..15 from its write buffer; the tab moves to
+    process B, whose Redis says ack 10, and stores 16..20 (ack 20). When A flushes, 11..15 must
+    still reach the log: the stored ack (20) says nothing about them."""
+    import redis.asyncio as aioredis
+
+    from microadjust.store import redis as rs
+
+    a = RedisStore(redis_server.url, timeout=0.5, probe_interval=0.05)
+    b = RedisStore(redis_server.url, timeout=0.5, probe_interval=0.05)
+    reader = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await send_batch(a, 1)
+        await send_batch(a, 2)  # seq 1..10 stored through A
+        real_call, back = a._call, asyncio.Event()
+
+        async def cut_off(op, *args, **kwargs):
+            if not back.is_set():
+                a._went_down(ConnectionError("this process alone lost redis"))
+                raise rs._Down("cut off")
+            return await real_call(op, *args, **kwargs)
+
+        monkeypatch.setattr(a, "_call", cut_off)
+        await send_batch(a, 3)  # seq 11..15: acked from A's buffer
+        assert a.degraded
+        await send_batch(b, 4)  # seq 16..20 through B, which stores ack 20
+        back.set()
+        for _ in range(200):
+            if not a.degraded:
+                break
+            await asyncio.sleep(0.02)
+        assert not a.degraded
+        seqs = [r["seq"] for _id, fields in await reader.xrange(a.stream)
+                for r in rs.entry_records({k.decode(): v for k, v in fields.items()})]
+        assert sorted(seqs) == list(range(1, 21)), seqs
+    finally:
+        await a.close()
+        await b.close()
+        await reader.aclose()

@@ -115,6 +115,11 @@ def pending_key(vid: str) -> str:
     return f"ma:{{{vid}}}:pend"
 
 
+def logged_key(vid: str, sid: str) -> str:
+    """The last seq of each batch of the session in the log (COMMIT_LUA, FLUSH_SESSION_LUA)."""
+    return f"ma:{{{vid}}}:lb:{sid}"
+
+
 def outbox_key(vid: str, sid: str) -> str:
     return f"ma:{{{vid}}}:o:{sid}"
 
@@ -192,13 +197,20 @@ local s = redis.call('HMGET', KEYS[2], 'p', 'ver', 'ack', 'pseq')
 return {v[1], v[2], s[1], s[2], s[3], s[4]}
 """
 
-# KEYS: 1 visitor, 2 session, 3 sessions set, 4 event index, 5 pending, [6 stream: inline only]
+# KEYS: 1 visitor, 2 session, 3 sessions set, 4 event index, 5 pending, 6 logged batches,
+#       [7 stream: inline only]
 # ARGV: 1 visitor ver, 2 session ver, 3 visitor JSON, 4 session JSON, 5 ack, 6 pseq, 7 ttl ms,
 #       8 sid, 9 inline ('1': XADD here; '0': append to pending), 10 stream maxlen,
-#       11 refresh ('1': the TTLs are due), [12 the batch's log entry (JSON): absent without events]
+#       11 refresh ('1': the TTLs are due), [12 the batch's log entry (JSON), 13 its last seq:
+#       both absent without events]
+# The logged-batches set (a sorted set, the last seq of each batch logged for the session, the
+# newest LOGGED_BATCHES kept) is how a flush after an outage tells a batch that is already in the
+# log (its commit ran, the reply was lost) from one that is not: the stored ack cannot, since
+# another process may have acked newer batches of the same session meanwhile.
 # Returns {1, new visitor ver, new session ver, pending length} or {0, visitor ver, session ver}.
 # A key gets its TTL when the script creates it (version 0, first member, first list element) and
 # again whenever the caller says a refresh is due (`RedisStore.refresh_s`), not on every batch.
+LOGGED_BATCHES = 1000  # per session; a batch buffered behind 1,000 newer ones is judged by the ack
 COMMIT_LUA = """
 local vver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
 local sver = tonumber(redis.call('HGET', KEYS[2], 'ver') or '0')
@@ -217,8 +229,13 @@ if refresh or sver == 0 then
 end
 local pending = 0
 if ARGV[12] then
+  redis.call('ZADD', KEYS[6], ARGV[13], ARGV[13])
+  if redis.call('ZCARD', KEYS[6]) > LOGGED_BATCHES then
+    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -LOGGED_BATCHES - 1)
+  end
+  if refresh or sver == 0 then redis.call('PEXPIRE', KEYS[6], ttl) end
   if ARGV[9] == '1' then
-    local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'b', ARGV[12])
+    local id = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'b', ARGV[12])
     if redis.call('RPUSH', KEYS[4], id) == 1 or refresh then redis.call('PEXPIRE', KEYS[4], ttl) end
   else
     pending = redis.call('RPUSH', KEYS[5], ARGV[12])
@@ -229,7 +246,7 @@ elseif refresh then
 end
 if pending == 0 and ARGV[9] == '0' then pending = redis.call('LLEN', KEYS[5]) end
 return {1, vver + 1, sver + 1, pending}
-"""
+""".replace("LOGGED_BATCHES", str(LOGGED_BATCHES))
 
 # After a degraded period: write the visitor part unless another process changed it meanwhile.
 # KEYS: visitor. ARGV: 1 base ver (what the buffered state started from), 2 JSON, 3 ttl ms.
@@ -244,10 +261,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS: 1 session, 2 sessions set, 3 event index, 4 pending, [5 stream: inline only]
+# KEYS: 1 session, 2 sessions set, 3 event index, 4 pending, 5 logged batches,
+#       [6 stream: inline only]
 # ARGV: 1 base ver, 2 session JSON, 3 ack, 4 pseq, 5 ttl, 6 sid, 7 inline, 8 maxlen,
-#       9.. pairs (last seq, batch log entry). A batch whose last event is at or below the stored
-#       ack is already stored (its commit ran before the connection failed): skipped.
+#       9.. pairs (last seq, batch log entry). A batch already in the log (its commit ran before
+#       the connection failed) is skipped: its last seq is in the logged-batches set, or, below
+#       what that set still holds, at or below the stored ack.
 FLUSH_SESSION_LUA = """
 local cur = redis.call('HMGET', KEYS[1], 'ver', 'ack', 'pseq')
 local ver = tonumber(cur[1] or '0')
@@ -261,10 +280,20 @@ redis.call('HSET', KEYS[1], 'ver', ver + 1,
   'pseq', math.max(tonumber(cur[3] or '0'), tonumber(ARGV[4])))
 redis.call('SADD', KEYS[2], ARGV[6])
 local added = 0
+local oldest = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]
+oldest = oldest and tonumber(oldest) or math.huge
 for i = 9, #ARGV, 2 do
-  if tonumber(ARGV[i]) > stored_ack then
+  local last = tonumber(ARGV[i])
+  local logged
+  if last >= oldest then
+    logged = redis.call('ZSCORE', KEYS[5], ARGV[i])
+  else
+    logged = last <= stored_ack
+  end
+  if not logged then
+    redis.call('ZADD', KEYS[5], last, ARGV[i])
     if ARGV[7] == '1' then
-      local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'b', ARGV[i + 1])
+      local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], '*', 'b', ARGV[i + 1])
       redis.call('RPUSH', KEYS[3], id)
     else
       redis.call('RPUSH', KEYS[4], ARGV[i + 1])
@@ -272,7 +301,7 @@ for i = 9, #ARGV, 2 do
     added = added + 1
   end
 end
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return added
 """
 
@@ -308,7 +337,7 @@ return {redis.call('HGET', KEYS[1], 'p'), sessions, redis.call('LRANGE', KEYS[3]
 ERASE_LUA = """
 local sids = redis.call('SMEMBERS', KEYS[2])
 for _, sid in ipairs(sids) do
-  redis.call('DEL', ARGV[1] .. 's:' .. sid, ARGV[1] .. 'o:' .. sid)
+  redis.call('DEL', ARGV[1] .. 's:' .. sid, ARGV[1] .. 'o:' .. sid, ARGV[1] .. 'lb:' .. sid)
 end
 local ids = redis.call('LRANGE', KEYS[3], 0, -1)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
@@ -532,6 +561,7 @@ class RedisStore(Store):
             sessions_key(vid),
             event_index_key(vid),
             pending_key(vid),
+            logged_key(vid, sid),
         ]
         if not self.cluster:
             keys.append(self.stream)
@@ -623,7 +653,7 @@ class RedisStore(Store):
                         self._inline,
                         self.stream_maxlen,
                         "1" if refresh else "0",
-                        *((entry,) if entry is not None else ()),
+                        *((entry, max(int(e["seq"]) for e in events)) if entry is not None else ()),
                     ],
                 )
             except _Down:
