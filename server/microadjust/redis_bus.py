@@ -99,12 +99,15 @@ return out
 
 # KEYS: document. ARGV: 1 JSON, 2 now ms. Returns {version, 1 if changed else 0}: storing the
 # document that is already there (several processes picking up one file edit) changes nothing.
+# The version is the later of the stored one + 1 and the writer's clock in ms, so it keeps rising
+# when Redis restarts empty: processes adopt only a version above the last they saw, and a
+# counter starting again at 1 would be ignored by every process that was running before.
 SET_DOC_LUA = """
 if redis.call('HGET', KEYS[1], 'doc') == ARGV[1] then
   return {tonumber(redis.call('HGET', KEYS[1], 'ver')), 0}
 end
-local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'at', ARGV[2])
+local ver = math.max(tonumber(redis.call('HGET', KEYS[1], 'ver') or '0') + 1, tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'ver', ver, 'at', ARGV[2])
 return {ver, 1}
 """
 

@@ -298,3 +298,18 @@ async def test_presence_refresh_is_spread_in_slices_and_skips_visitors_that_left
         assert await bus.present(vids[-1]) == []
     finally:
         await bus.close()
+
+
+async def test_a_rules_change_after_redis_restarted_empty_still_reaches_the_other_process(two_processes):
+    """Versions keep rising across an empty restart (they start from the writer's clock), so the
+    other process, which saw the old version, adopts the new document."""
+    a, b = two_processes
+    changed = Inbox()
+    b.on_change = changed
+    b.watch("rules")
+    first = await a.put_document("rules", {"rules": [{"id": "before"}]})
+    assert await changed.wait(1, timeout=1.0) == [("rules", {"rules": [{"id": "before"}]})]
+    await a.client.delete("ma:doc:rules")  # Redis restarted with nothing on disk
+    second = await a.put_document("rules", {"rules": [{"id": "after"}]})
+    assert second > first
+    assert (await changed.wait(2, timeout=2.0))[-1] == ("rules", {"rules": [{"id": "after"}]})
