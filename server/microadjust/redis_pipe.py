@@ -28,7 +28,24 @@ from typing import Any
 import hiredis
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
+
+# Error replies by their first word, as redis-py's own parser types them (the store tells "Redis
+# refuses writes now" from a bug by these types: store.redis.REDIS_DOWN_ERRORS).
+_ERRORS = {
+    "NOSCRIPT": NoScriptError,
+    "OOM": OutOfMemoryError,
+    "READONLY": ReadOnlyError,
+    "LOADING": BusyLoadingError,
+    "MASTERDOWN": MasterDownError,
+}
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
@@ -166,9 +183,7 @@ class AutoPipeline:
                 continue  # its caller was cancelled; the reply is discarded in order
             if isinstance(reply, hiredis.ReplyError):
                 msg = str(reply)
-                fut.set_exception(
-                    NoScriptError(msg) if msg.startswith("NOSCRIPT") else ResponseError(msg)
-                )
+                fut.set_exception(_ERRORS.get(msg.split(" ", 1)[0], ResponseError)(msg))
             else:
                 fut.set_result(reply)
 

@@ -191,3 +191,31 @@ async def test_a_batch_a_cut_off_process_buffered_is_logged_though_another_proce
         await a.close()
         await b.close()
         await reader.aclose()
+
+
+async def test_a_redis_that_refuses_writes_for_memory_is_an_outage_not_a_bug(redis_server):
+    """OOM (maxmemory reached) reads as "cannot take writes now": the batch is buffered and
+    acked, /readyz turns red, and everything reaches the stream once memory is back."""
+    import redis.asyncio as aioredis
+
+    from microadjust.store import redis as rs
+
+    store = RedisStore(redis_server.url, timeout=0.5, probe_interval=0.05)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await send_batch(store, 1)
+        await admin.config_set("maxmemory", 1)  # every write is refused with OOM from now on
+        await send_batch(store, 2)  # buffered, not raised
+        assert store.degraded and not await store.ready()
+        await admin.config_set("maxmemory", 0)
+        for _ in range(200):
+            if await store.ready():
+                break
+            await asyncio.sleep(0.02)
+        assert await store.ready()
+        seqs = [r["seq"] for _id, fields in await admin.xrange(store.stream)
+                for r in rs.entry_records({k.decode(): v for k, v in fields.items()})]
+        assert sorted(seqs) == list(range(1, 2 * BATCH + 1)), seqs
+    finally:
+        await store.close()
+        await admin.aclose()

@@ -47,7 +47,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    BusyLoadingError,
     ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -63,7 +67,9 @@ log = logging.getLogger("microadjust.store.redis")
 # a `{` or `}` would break the hash tag and a `:` the layout.
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
-# Errors that mean "Redis is not reachable right now", as opposed to a bug (a script error).
+# Errors that mean "Redis cannot take writes right now", as opposed to a bug (a script error):
+# unreachable, or answering but refusing (memory full, a replica after a failover, loading its
+# data, its master down). Either way the store buffers and probes, and /readyz is red.
 REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -71,6 +77,10 @@ REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     RedisClusterException,
     OSError,
     asyncio.TimeoutError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    BusyLoadingError,
+    MasterDownError,
 )
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
