@@ -219,3 +219,45 @@ async def test_a_redis_that_refuses_writes_for_memory_is_an_outage_not_a_bug(red
     finally:
         await store.close()
         await admin.aclose()
+
+
+async def test_an_erasure_made_while_a_process_was_cut_off_is_not_undone_by_its_flush(redis_server, monkeypatch):
+    """Process A buffers a batch while it alone has lost Redis; the visitor is erased through B;
+    when A flushes, nothing it buffered before the erasure comes back (keys or stream entries)."""
+    import redis.asyncio as aioredis
+
+    from microadjust.store import redis as rs
+
+    clock = [1_000.0]
+    a = RedisStore(redis_server.url, timeout=0.5, probe_interval=0.05, clock=lambda: clock[0])
+    b = RedisStore(redis_server.url, timeout=0.5, probe_interval=0.05, clock=lambda: clock[0])
+    reader = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await send_batch(a, 1)
+        real_call, back = a._call, asyncio.Event()
+
+        async def cut_off(op, *args, **kwargs):
+            if not back.is_set():
+                a._went_down(ConnectionError("this process alone lost redis"))
+                raise rs._Down("cut off")
+            return await real_call(op, *args, **kwargs)
+
+        monkeypatch.setattr(a, "_call", cut_off)
+        await send_batch(a, 2)  # seq 6..10, buffered in A
+        clock[0] += 1
+        await b.erase_visitor(VID)  # through B: every key and stream entry of the visitor goes
+        back.set()
+        for _ in range(200):
+            if not a.degraded:
+                break
+            await asyncio.sleep(0.02)
+        assert not a.degraded
+        left = [k async for k in reader.scan_iter(match=f"ma:{{{VID}}}*")]
+        assert [k.decode() for k in left] == [f"ma:{{{VID}}}:x"]
+        records = [r for _id, fields in await reader.xrange(a.stream)
+                   for r in rs.entry_records({k.decode(): v for k, v in fields.items()})]
+        assert [r for r in records if r["vid"] == VID] == []
+    finally:
+        await a.close()
+        await b.close()
+        await reader.aclose()

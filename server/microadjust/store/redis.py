@@ -125,6 +125,15 @@ def pending_key(vid: str) -> str:
     return f"ma:{{{vid}}}:pend"
 
 
+def erased_key(vid: str) -> str:
+    """When the visitor was last erased (ms): a process cut off from Redis meanwhile must not
+    write back what it buffered before that (FLUSH_VISITOR_LUA, FLUSH_SESSION_LUA)."""
+    return f"ma:{{{vid}}}:x"
+
+
+ERASED_TTL_MS = 7 * 24 * 3600 * 1000  # how long a tombstone outlives an erasure: longer than any outage a buffer rides out
+
+
 def logged_key(vid: str, sid: str) -> str:
     """The last seq of each batch of the session in the log (COMMIT_LUA, FLUSH_SESSION_LUA)."""
     return f"ma:{{{vid}}}:lb:{sid}"
@@ -258,9 +267,13 @@ if pending == 0 and ARGV[9] == '0' then pending = redis.call('LLEN', KEYS[5]) en
 return {1, vver + 1, sver + 1, pending}
 """.replace("LOGGED_BATCHES", str(LOGGED_BATCHES))
 
-# After a degraded period: write the visitor part unless another process changed it meanwhile.
-# KEYS: visitor. ARGV: 1 base ver (what the buffered state started from), 2 JSON, 3 ttl ms.
+# After a degraded period: write the visitor part unless another process changed it meanwhile, or
+# the visitor was erased after the buffer began (its tombstone).
+# KEYS: visitor, tombstone. ARGV: 1 base ver (what the buffered state started from), 2 JSON,
+# 3 ttl ms, 4 when the buffer began (ms).
 FLUSH_VISITOR_LUA = """
+local erased = redis.call('GET', KEYS[2])
+if erased and tonumber(ARGV[4]) <= tonumber(erased) then return 0 end
 local ver = redis.call('HGET', KEYS[1], 'ver')
 if ver and tonumber(ver) ~= tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -271,31 +284,38 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS: 1 session, 2 sessions set, 3 event index, 4 pending, 5 logged batches,
-#       [6 stream: inline only]
-# ARGV: 1 base ver, 2 session JSON, 3 ack, 4 pseq, 5 ttl, 6 sid, 7 inline, 8 maxlen,
-#       9.. pairs (last seq, batch log entry). A batch already in the log (its commit ran before
-#       the connection failed) is skipped: its last seq is in the logged-batches set, or, below
-#       what that set still holds, at or below the stored ack.
+# KEYS: 1 session, 2 sessions set, 3 event index, 4 pending, 5 logged batches, 6 tombstone,
+#       [7 stream: inline only]
+# ARGV: 1 base ver, 2 session JSON, 3 ack, 4 pseq, 5 ttl, 6 sid, 7 inline, 8 maxlen, 9 when the
+#       buffer began (ms), 10.. triples (last seq, receive time ms, batch log entry).
+# A batch already in the log (its commit ran before the connection failed) is skipped: its last
+# seq is in the logged-batches set, or, below what that set still holds, at or below the stored
+# ack. If the visitor was erased after the buffer began (its tombstone), the session's buffered
+# state is not written back, nor any batch received before the erasure.
 FLUSH_SESSION_LUA = """
+local erased = tonumber(redis.call('GET', KEYS[6]) or '-1')
+local ttl = ARGV[5]
 local cur = redis.call('HMGET', KEYS[1], 'ver', 'ack', 'pseq')
 local ver = tonumber(cur[1] or '0')
 local stored_ack = tonumber(cur[2] or '0')
-local ttl = ARGV[5]
-if (not cur[1]) or ver == tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'p', ARGV[2])
+if tonumber(ARGV[9]) > erased then
+  if (not cur[1]) or ver == tonumber(ARGV[1]) then
+    redis.call('HSET', KEYS[1], 'p', ARGV[2])
+  end
+  redis.call('HSET', KEYS[1], 'ver', ver + 1,
+    'ack', math.max(stored_ack, tonumber(ARGV[3])),
+    'pseq', math.max(tonumber(cur[3] or '0'), tonumber(ARGV[4])))
+  redis.call('SADD', KEYS[2], ARGV[6])
 end
-redis.call('HSET', KEYS[1], 'ver', ver + 1,
-  'ack', math.max(stored_ack, tonumber(ARGV[3])),
-  'pseq', math.max(tonumber(cur[3] or '0'), tonumber(ARGV[4])))
-redis.call('SADD', KEYS[2], ARGV[6])
 local added = 0
 local oldest = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]
 oldest = oldest and tonumber(oldest) or math.huge
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 3 do
   local last = tonumber(ARGV[i])
   local logged
-  if last >= oldest then
+  if tonumber(ARGV[i + 1]) <= erased then
+    logged = true  -- received before the erasure: erased with the rest
+  elseif last >= oldest then
     logged = redis.call('ZSCORE', KEYS[5], ARGV[i])
   else
     logged = last <= stored_ack
@@ -303,10 +323,10 @@ for i = 9, #ARGV, 2 do
   if not logged then
     redis.call('ZADD', KEYS[5], last, ARGV[i])
     if ARGV[7] == '1' then
-      local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], '*', 'b', ARGV[i + 1])
+      local id = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 'b', ARGV[i + 2])
       redis.call('RPUSH', KEYS[3], id)
     else
-      redis.call('RPUSH', KEYS[4], ARGV[i + 1])
+      redis.call('RPUSH', KEYS[4], ARGV[i + 2])
     end
     added = added + 1
   end
@@ -351,6 +371,7 @@ for _, sid in ipairs(sids) do
 end
 local ids = redis.call('LRANGE', KEYS[3], 0, -1)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[3])
 return ids
 """
 
@@ -424,6 +445,7 @@ class _CachedVisitor:
 class _BufferedVisitor:
     base: int  # the Redis version the buffered state was computed from
     profile: Any
+    since: int  # when the buffer began (ms): an erasure after it voids it (FLUSH_VISITOR_LUA)
 
 
 @dataclass
@@ -432,8 +454,9 @@ class _BufferedSession:
     profile: Any
     ack: int
     pseq: int
-    # (last seq, number of events, batch log entry JSON) per buffered batch
-    batches: list[tuple[int, int, bytes]] = field(default_factory=list)
+    since: int  # when the buffer began (ms), as _BufferedVisitor.since
+    # (last seq, number of events, batch log entry JSON, receive time ms) per buffered batch
+    batches: list[tuple[int, int, bytes, int]] = field(default_factory=list)
 
 
 class _Down(Exception):
@@ -690,7 +713,7 @@ class RedisStore(Store):
                 return True
             vpart = jsonfast.loads(vjson) if has_v else None
             spart = jsonfast.loads(sjson) if has_s else None
-        batch = (max(int(e["seq"]) for e in events), len(events), entry) if entry is not None else None
+        batch = (max(int(e["seq"]) for e in events), len(events), entry, at) if entry is not None else None
         return self._buffer(vid, sid, snapshot, vpart, spart, ack, pseq, batch)
 
     def _buffer(self, vid, sid, snapshot, vpart, spart, ack, pseq, batch) -> bool:
@@ -710,12 +733,12 @@ class RedisStore(Store):
             )
         vb = self._vbuf.get(vid)
         if vb is None:
-            self._vbuf[vid] = _BufferedVisitor(cv.version, vpart)
+            self._vbuf[vid] = _BufferedVisitor(cv.version, vpart, int(self._clock() * 1000))
         else:
             vb.profile = vpart
         sb = self._sbuf.get((vid, sid))
         if sb is None:
-            sb = self._sbuf[(vid, sid)] = _BufferedSession(cs.version, spart, ack, pseq)
+            sb = self._sbuf[(vid, sid)] = _BufferedSession(cs.version, spart, ack, pseq, int(self._clock() * 1000))
         sb.profile, sb.ack, sb.pseq = spart, ack, pseq
         if batch is not None:
             sb.batches.append(batch)
@@ -769,22 +792,26 @@ class RedisStore(Store):
                         await self._call(
                             "flush",
                             self._flush_v,
-                            keys=[visitor_key(vid)],
-                            args=[vb.base, _dump(vb.profile), self.ttl_ms],
+                            keys=[visitor_key(vid), erased_key(vid)],
+                            args=[vb.base, _dump(vb.profile), self.ttl_ms, vb.since],
                         )
                     except _Down:
                         newer = self._vbuf.get(vid)
-                        self._vbuf[vid] = _BufferedVisitor(vb.base, newer.profile if newer else vb.profile)
+                        self._vbuf[vid] = _BufferedVisitor(vb.base, newer.profile if newer else vb.profile, vb.since)
                         raise
                     continue
                 (vid, sid), sb = next(iter(self._sbuf.items()))
                 del self._sbuf[(vid, sid)]
                 args = [sb.base, _dump(sb.profile), sb.ack, sb.pseq, self.ttl_ms, sid,
-                        self._inline, self.stream_maxlen]
-                for last_seq, _n, entry in sb.batches:
-                    args += [last_seq, entry]
+                        self._inline, self.stream_maxlen, sb.since]
+                for last_seq, _n, entry, at in sb.batches:
+                    args += [last_seq, at, entry]
+                keys = [session_key(vid, sid), sessions_key(vid), event_index_key(vid), pending_key(vid),
+                        logged_key(vid, sid), erased_key(vid)]
+                if not self.cluster:
+                    keys.append(self.stream)
                 try:
-                    await self._call("flush", self._flush_s, keys=self._keys(vid, sid)[1:], args=args)
+                    await self._call("flush", self._flush_s, keys=keys, args=args)
                 except _Down:
                     newer = self._sbuf.get((vid, sid))
                     if newer is not None:
@@ -792,7 +819,7 @@ class RedisStore(Store):
                         sb.batches.extend(newer.batches)
                     self._sbuf[(vid, sid)] = sb
                     raise
-                self._buffered_events -= sum(n for _, n, _ in sb.batches)
+                self._buffered_events -= sum(b[1] for b in sb.batches)
                 metrics.WRITE_BUFFER_DEPTH.set(self._buffered_events)
                 if self.cluster and sb.batches:
                     self._schedule_forward(vid)
@@ -908,8 +935,9 @@ class RedisStore(Store):
                     event_index_key(vid),
                     pending_key(vid),
                     presence_key(vid),
+                    erased_key(vid),
                 ],
-                args=[visitor_prefix(vid)],
+                args=[visitor_prefix(vid), int(self._clock() * 1000), ERASED_TTL_MS],
             )
             for i in range(0, len(ids), 500):
                 await self._call("erase", self.client.xdel, self.stream, *ids[i : i + 500])
@@ -930,7 +958,7 @@ class RedisStore(Store):
         for key in [k for k in self._scache if k[0] == vid]:
             del self._scache[key]
         for key in [k for k in self._sbuf if k[0] == vid]:
-            self._buffered_events -= sum(n for _, n, _ in self._sbuf.pop(key).batches)
+            self._buffered_events -= sum(b[1] for b in self._sbuf.pop(key).batches)
         metrics.WRITE_BUFFER_DEPTH.set(self._buffered_events)
 
     # ------------------------------------------------------------------ lifecycle
