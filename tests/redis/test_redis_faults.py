@@ -152,6 +152,30 @@ async def test_nothing_crashes_when_redis_is_down_from_the_start(stopped_redis):
     await store.close()
 
 
+def cut_off(store: RedisStore, monkeypatch) -> asyncio.Event:
+    """This store alone loses Redis (others keep it) until the returned event is set."""
+    from microadjust.store import redis as rs
+
+    real_call, back = store._call, asyncio.Event()
+
+    async def call(op, *args, **kwargs):
+        if not back.is_set():
+            store._went_down(ConnectionError("this process alone lost redis"))
+            raise rs._Down("cut off")
+        return await real_call(op, *args, **kwargs)
+
+    monkeypatch.setattr(store, "_call", call)
+    return back
+
+
+async def recovered(store: RedisStore) -> None:
+    for _ in range(200):
+        if not store.degraded:
+            return
+        await asyncio.sleep(0.02)
+    assert not store.degraded
+
+
 async def test_a_batch_a_cut_off_process_buffered_is_logged_though_another_process_acked_past_it(redis_server, monkeypatch):
     """Process A loses Redis (alone) and acks seq 11..15 from its write buffer; the tab moves to
     process B, whose Redis says ack 10, and stores 16..20 (ack 20). When A flushes, 11..15 must
@@ -166,24 +190,12 @@ async def test_a_batch_a_cut_off_process_buffered_is_logged_though_another_proce
     try:
         await send_batch(a, 1)
         await send_batch(a, 2)  # seq 1..10 stored through A
-        real_call, back = a._call, asyncio.Event()
-
-        async def cut_off(op, *args, **kwargs):
-            if not back.is_set():
-                a._went_down(ConnectionError("this process alone lost redis"))
-                raise rs._Down("cut off")
-            return await real_call(op, *args, **kwargs)
-
-        monkeypatch.setattr(a, "_call", cut_off)
+        back = cut_off(a, monkeypatch)
         await send_batch(a, 3)  # seq 11..15: acked from A's buffer
         assert a.degraded
         await send_batch(b, 4)  # seq 16..20 through B, which stores ack 20
         back.set()
-        for _ in range(200):
-            if not a.degraded:
-                break
-            await asyncio.sleep(0.02)
-        assert not a.degraded
+        await recovered(a)
         seqs = [r["seq"] for _id, fields in await reader.xrange(a.stream)
                 for r in rs.entry_records({k.decode(): v for k, v in fields.items()})]
         assert sorted(seqs) == list(range(1, 21)), seqs
@@ -234,24 +246,12 @@ async def test_an_erasure_made_while_a_process_was_cut_off_is_not_undone_by_its_
     reader = aioredis.Redis.from_url(redis_server.url)
     try:
         await send_batch(a, 1)
-        real_call, back = a._call, asyncio.Event()
-
-        async def cut_off(op, *args, **kwargs):
-            if not back.is_set():
-                a._went_down(ConnectionError("this process alone lost redis"))
-                raise rs._Down("cut off")
-            return await real_call(op, *args, **kwargs)
-
-        monkeypatch.setattr(a, "_call", cut_off)
+        back = cut_off(a, monkeypatch)
         await send_batch(a, 2)  # seq 6..10, buffered in A
         clock[0] += 1
         await b.erase_visitor(VID)  # through B: every key and stream entry of the visitor goes
         back.set()
-        for _ in range(200):
-            if not a.degraded:
-                break
-            await asyncio.sleep(0.02)
-        assert not a.degraded
+        await recovered(a)
         left = [k async for k in reader.scan_iter(match=f"ma:{{{VID}}}*")]
         assert [k.decode() for k in left] == [f"ma:{{{VID}}}:x"]
         records = [r for _id, fields in await reader.xrange(a.stream)
