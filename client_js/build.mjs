@@ -17,7 +17,8 @@
 import { build } from "esbuild";
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
-import { dirname, join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -88,7 +89,17 @@ const size = (fileOrCode) => {
   return { raw: code.length, gzip: gzipSync(code, { level: 9 }).length };
 };
 const show = (label, s) => console.log(`${label}: ${s.raw} B raw, ${s.gzip} B gzipped`);
-const main = size(iife);
+// The budget is checked on what `gzip -9 -c <file> | wc -c` prints, the stricter figure (gzip's
+// header carries the file name, and its deflate is not zlib's): where no gzip command exists,
+// zlib's size plus the name's bytes stands in for it.
+const gzipFile = (file) => {
+  try {
+    return execFileSync("gzip", ["-9", "-c", file], { maxBuffer: 1 << 24 }).length;
+  } catch (e) {
+    return gzipSync(readFileSync(file), { level: 9 }).length + basename(file).length + 1;
+  }
+};
+const main = { ...size(iife), gzip: gzipFile(iife) };
 show(`${iife.slice(ROOT.length + 1)} (default; ${((main.gzip / BUDGET_GZIP) * 100).toFixed(0)}% of the ${BUDGET_GZIP} B budget)`, main);
 if (!custom) {
   show("client_js/dist/microadjust.esm.js (ES module, not minified)", size(join(DIST, "microadjust.esm.js")));

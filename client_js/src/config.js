@@ -14,7 +14,7 @@ export function readConfig(attr, scriptSrc, loc) {
   const base = new URL(scriptSrc || loc.href, loc.href);
   let ws = new URL(attr("endpoint") || "/v1/stream", base);
   if (!/^(http|ws)s?:$/.test(ws.protocol)) {
-    console.warn("microadjust: data-endpoint not a ws(s) URL");
+    console.warn("microadjust: bad data-endpoint");
     ws = new URL("/v1/stream", base);
   }
   ws.protocol = ws.protocol.replace("http", "ws");

@@ -15,7 +15,7 @@ export function createConsent(cfg, nav) {
   return {
     status: () => (signal || decision === "denied" ? "denied" : cfg.consentRequired && decision !== "granted" ? "pending" : "granted"),
     /** Records the visitor's grant; false when a GPC/DNT signal overrides it. */
-    grant: () => (signal ? (console.warn("microadjust: grant() ignored: GPC/DNT (data-respect-gpc)"), false) : (decide("granted"), true)),
+    grant: () => (signal ? (console.warn("microadjust: grant() ignored: GPC/DNT"), false) : (decide("granted"), true)),
     revoke: () => decide("denied"),
   };
 }

@@ -196,8 +196,9 @@ export function init(attr, scriptSrc, loadPatcher = () => import(new URL("microa
     if (MA_KEYS) keys(ctx);
     if (MA_POINTER) pointer(ctx);
     // The socket opens at the end of the task: a `consent.revoke()` the stub queued before the
-    // script loaded is replayed first (index.js), and then no socket is opened at all (§8).
-    queueMicrotask(() => run === r && transport.start());
+    // script loaded is replayed first (index.js) and stops the transport for good, and a stopped
+    // transport opens no socket (§8).
+    queueMicrotask(transport.start);
   }
 
   function stop() {
