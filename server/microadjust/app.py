@@ -50,7 +50,10 @@ def create_app(settings: Settings, *, store: Store | None = None, engine=None, l
         cluster = settings.redis_cluster or None
         store = RedisStore(settings.redis_url, cluster=cluster, retention_s=settings.retention_s)
         limits = settings.limits
-        bus = RedisBus(settings.redis_url, cluster=cluster, outbox_size=limits.outbox_size, outbox_ttl_s=limits.outbox_ttl_s)
+        # An outbox never outlives the session it belongs to: an erasure finds outboxes through the
+        # session set, which expires with the retention.
+        bus = RedisBus(settings.redis_url, cluster=cluster, outbox_size=limits.outbox_size,
+                       outbox_ttl_s=min(limits.outbox_ttl_s, settings.retention_s))
         mode = (bus, RedisEventLog(settings.redis_url, cluster=cluster))
     if store is None:
         if log is None:

@@ -395,3 +395,18 @@ async def test_two_tabs_on_two_processes_with_the_real_engine_keep_every_click(r
     assert stored["v"]["interest"] == serial["v"]["interest"]
     for s in (*stores, reader):
         await s.close()
+
+
+def test_an_outbox_never_outlives_the_retention_so_an_erasure_can_find_it():
+    """Outboxes are found by the erasure through the session set, which expires with the
+    retention: with a retention under the outbox's hour, the outbox gets the retention."""
+    from microadjust.app import create_app
+    from microadjust.settings import Settings
+
+    def outbox_ttl_ms(retention_s):
+        settings = Settings(port=0, sites={"demo": ["http://x.test"]}, redis_url="redis://127.0.0.1:1/0",
+                            retention_s=retention_s)
+        return create_app(settings).state.bus.outbox_ttl_ms  # nothing connects before start-up
+
+    assert outbox_ttl_ms(600) == 600_000
+    assert outbox_ttl_ms(30 * 24 * 3600) == 3600 * 1000
