@@ -114,8 +114,7 @@ class EventLog:
                 self._file.flush()
                 with open(current, "rb") as src, open(tmp, "ab") as dst:
                     src.seek(size)
-                    kept, m = _without(src, needle, vid)
-                    dst.writelines(kept)
+                    m = _filter(src, needle, vid, dst)
                 removed += n + m
                 if n + m:
                     self._file.close()
@@ -129,7 +128,8 @@ class EventLog:
                 self._release()
 
     def read(self) -> list[dict[str, Any]]:
-        """Every record in the current file (tests, export); rotated files are not included."""
+        """Every record in the current file (tests); rotated files are not included (the export
+        reads them all: `visitor_records`)."""
         self._file.flush()
         with open(self.path, encoding="utf-8") as f:
             return [ujson.loads(line) for line in f if line.strip()]
@@ -166,33 +166,34 @@ def _scan(paths: list[Path], needle: bytes, vid: str) -> list[dict[str, Any]]:
     return out
 
 
-def _without(src, needle: bytes, vid: str) -> tuple[list[bytes], int]:
-    kept, removed = [], 0
-    for line in src:
+def _filter(lines, needle: bytes, vid: str, dst) -> int:
+    """Write the lines that are not `vid`'s records to `dst`; returns how many were left out."""
+    removed = 0
+    for line in lines:
         if _is_record_of(line, needle, vid):
             removed += 1
         else:
-            kept.append(line)
-    return kept, removed
+            dst.write(line)
+    return removed
+
+
+def _upto(src, limit: int | None):
+    """The lines of `src` within its first `limit` bytes (all of them without a limit)."""
+    at = 0
+    for line in src:
+        if limit is not None:
+            if at >= limit:  # appended since the copy started: the caller carries it over
+                return
+            at += len(line)
+        yield line
 
 
 def _filtered_copy(path: Path, needle: bytes, vid: str, limit: int | None) -> tuple[str, int]:
     """A copy of `path` (its first `limit` bytes) without `vid`'s records, next to it; returns its
     name and how many records were left out."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    removed = 0
     with os.fdopen(fd, "wb") as dst, open(path, "rb") as src:
-        at = 0
-        for line in src:
-            if limit is not None:
-                if at >= limit:  # appended since the copy started: the caller carries it over
-                    break
-                at += len(line)
-            if _is_record_of(line, needle, vid):
-                removed += 1
-            else:
-                dst.write(line)
-    return tmp, removed
+        return tmp, _filter(_upto(src, limit), needle, vid, dst)
 
 
 def _put(tmp: str, path: Path, removed: int) -> None:

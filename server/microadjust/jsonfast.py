@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import ujson
 
+# A surrogate code point in a parsed str is a lone one (a well-formed pair becomes one character).
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -89,11 +90,8 @@ def check_plain(value: Any) -> None:
         x = pop()
         t = type(x)
         if t is str:
-            if not x.isascii():
-                try:
-                    x.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise LoneSurrogate("invalid string: lone surrogate") from None
+            if not x.isascii() and _SURROGATES.search(x):
+                raise LoneSurrogate("invalid string: lone surrogate")
         elif t is float:
             if x != x or x in (_INF, -_INF):
                 raise ValueError("number is not finite (NaN, Infinity or out of range)")

@@ -36,6 +36,7 @@ from redis.exceptions import (
     ReadOnlyError,
     ResponseError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Error replies by their first word, as redis-py's own parser types them (the store tells "Redis
 # refuses writes now" from a bug by these types: store.redis.REDIS_DOWN_ERRORS).
@@ -46,7 +47,6 @@ _ERRORS = {
     "LOADING": BusyLoadingError,
     "MASTERDOWN": MasterDownError,
 }
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class _Protocol(asyncio.Protocol):

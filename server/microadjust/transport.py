@@ -16,9 +16,9 @@ docs/PERFORMANCE.md ("Transport, event loop, validation and engine").
 Behaviour kept from uvicorn's class: an unread message pauses reading (backpressure: a client
 cannot pile frames into the server's memory faster than the gateway reads them); a close frame
 from the peer is answered and ends the socket; after our close frame the socket stays open up to
-`CLOSE_TIMEOUT_S` for the peer's answer (then it is aborted). Beyond it: a peer that does not read
-what is written is not read either (pongs to a ping flood cannot pile up); a frame over `ws_max_size` closes 1009, invalid UTF-8
-1007; on server shutdown an open socket is closed 1012 (the drain closed them with 4010 before).
+`CLOSE_TIMEOUT_S` for the peer's answer (then it is aborted). Beyond it: a peer that does not
+read what is written is not read either (pongs to a ping flood cannot pile up). A frame over
+`ws_max_size` closes 1009, invalid UTF-8 1007; on server shutdown an open socket is closed 1012 (the drain closed them with 4010 before).
 A WebSocket upgrade to any other path is answered 404 with a JSON body.
 """
 
@@ -125,14 +125,21 @@ class StreamProtocol(asyncio.Protocol):
             # Backpressure both ways: while the peer does not read what is written, nothing more
             # is read from it. Otherwise what its frames make us write (a pong per ping, answers)
             # would pile up in the write buffer without bound (a ping flood that never reads).
-            if not self.read_paused and not self.disconnected:
+            if not self.disconnected:
                 self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if not self.read_paused and not self.disconnected and not self.transport.is_closing():
+        self._read_on()
+
+    def _read_on(self) -> None:
+        """Resume reading unless a reason to pause it remains: a received message is unread
+        (`read_paused`) or the peer does not read what is written (`write_waiter`).
+        (pause_reading and resume_reading are idempotent, so their callers need not track it.)"""
+        if not self.read_paused and self.write_waiter is None and not self.disconnected \
+                and not self.transport.is_closing():
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -311,8 +318,7 @@ class StreamProtocol(asyncio.Protocol):
             # two are ever held: one handed to a waiting reader, one waiting for it). uvicorn
             # pauses on every message; pausing only here saves two epoll_ctl calls per message.
             self.read_paused = True
-            if self.write_waiter is None:  # (else reading is paused already, for the writes)
-                self.transport.pause_reading()
+            self.transport.pause_reading()
 
     def _closed_by_parser(self) -> None:
         sent = self.conn.close_sent
@@ -383,8 +389,7 @@ class StreamProtocol(asyncio.Protocol):
             self.inbox = None
         if self.read_paused and not inbox:
             self.read_paused = False
-            if not self.disconnected and self.write_waiter is None:
-                self.transport.resume_reading()
+            self._read_on()
         return message
 
     def _expire(self) -> None:
@@ -425,10 +430,9 @@ class StreamProtocol(asyncio.Protocol):
         except InvalidState:
             pass
         self._flush()
-        if self.read_paused:  # read on, for the peer's close frame
+        if self.read_paused:  # read on, for the peer's close frame (not while it does not read)
             self.read_paused = False
-            if self.write_waiter is None:  # (not while the peer does not read)
-                self.transport.resume_reading()
+            self._read_on()
         # Aborted, not closed, if the peer never answers: close() would wait for the write
         # buffer to drain first, forever if the peer does not read.
         self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)

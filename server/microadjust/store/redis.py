@@ -587,14 +587,17 @@ class RedisStore(Store):
         while len(self._vcache) > self.cache_sessions:
             self._vcache.popitem(last=False)
 
-    def _keys(self, vid: str, sid: str) -> list[str]:
+    def _keys(self, vid: str, sid: str, flush: bool = False) -> list[str]:
+        """The keys of COMMIT_LUA, or with `flush` of FLUSH_SESSION_LUA (no visitor key, the
+        tombstone before the stream)."""
         keys = [
-            visitor_key(vid),
+            *(() if flush else (visitor_key(vid),)),
             session_key(vid, sid),
             sessions_key(vid),
             event_index_key(vid),
             pending_key(vid),
             logged_key(vid, sid),
+            *((erased_key(vid),) if flush else ()),
         ]
         if not self.cluster:
             keys.append(self.stream)
@@ -806,12 +809,8 @@ class RedisStore(Store):
                         self._inline, self.stream_maxlen, sb.since]
                 for last_seq, _n, entry, at in sb.batches:
                     args += [last_seq, at, entry]
-                keys = [session_key(vid, sid), sessions_key(vid), event_index_key(vid), pending_key(vid),
-                        logged_key(vid, sid), erased_key(vid)]
-                if not self.cluster:
-                    keys.append(self.stream)
                 try:
-                    await self._call("flush", self._flush_s, keys=keys, args=args)
+                    await self._call("flush", self._flush_s, keys=self._keys(vid, sid, flush=True), args=args)
                 except _Down:
                     newer = self._sbuf.get((vid, sid))
                     if newer is not None:
